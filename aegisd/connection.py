@@ -1,0 +1,237 @@
+"""One client connection: handshake, peer check, framing, concurrent requests, timeouts.
+
+Owns the per-connection protocol of DESIGN §2: peer identification and the uid check before
+anything is read, the ``Hello``/``Welcome`` handshake under one deadline, an idle timeout
+while nothing is in flight, several requests in flight keyed by their ``id``, ``Cancel``, and
+closing on a malformed or oversized frame after answering ``Error``. A misbehaving client only
+ever hurts its own connection. Decisions are delegated: inspection requests to the ``Daemon``
+(through the ``Host`` protocol), Authorize/Proxy to the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Protocol
+
+import trio
+
+from aegisd import wire
+from aegisd.broker import Broker, RequestContext
+from aegisd.config import CallerRule
+from aegisd.errors import (
+    AegisError,
+    BadRequest,
+    Cancelled,
+    FrameTooLarge,
+    ShuttingDown,
+    UnsupportedProtocol,
+)
+from aegisd.peer import PeerIdentity
+from aegisd.policy import Policy
+
+__all__ = ["Connection", "Host"]
+
+log = logging.getLogger(__name__)
+
+_SEND_TIMEOUT = 10.0
+
+
+class Host(Protocol):
+    """What a connection needs from the daemon."""
+
+    version: str
+    policy: Policy
+    broker: Broker
+    handshake_timeout: float
+    idle_timeout: float
+
+    async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
+        """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
+        ...
+
+    async def record(self, event: str, *, durable: bool = True, **fields: object) -> None: ...
+
+    async def inspect(
+        self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
+    ) -> wire.DaemonMessage: ...
+
+
+class _Closed(Exception):
+    """The connection should end (EOF, protocol violation after the Error was sent)."""
+
+
+class Connection:
+    def __init__(self, host: Host, stream: trio.SocketStream, conn_id: int) -> None:
+        self.host = host
+        self.stream = stream
+        self.conn_id = conn_id
+        self.peer: PeerIdentity | None = None
+        self.rule: CallerRule | None = None
+        self._reader = wire.FrameReader()
+        self._send_lock = trio.Lock()
+        self._inflight: dict[int, trio.CancelScope] = {}
+        self._cancel_reason: dict[int, AegisError] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # ---- I/O -----------------------------------------------------------------------------
+
+    async def send(self, msg: wire.DaemonMessage) -> None:
+        data = wire.encode(msg)
+        async with self._send_lock:
+            with trio.fail_after(_SEND_TIMEOUT):
+                await self.stream.send_all(data)
+
+    async def _next_message(self, timeout: float) -> wire.ClientMessage:
+        while True:
+            body = self._reader.next_frame()  # raises FrameTooLarge
+            if body is not None:
+                return wire.decode_client(body)  # raises BadRequest
+            with trio.move_on_after(timeout) as cs:
+                data = await self.stream.receive_some(65536)
+            if cs.cancelled_caught:
+                raise _Closed("idle")
+            if not data:
+                raise _Closed("eof")
+            self._reader.feed(data)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until EOF, a protocol violation, idle timeout or daemon shutdown."""
+        reason = "eof"
+        try:
+            try:
+                with trio.fail_after(self.host.handshake_timeout):
+                    self.peer, self.rule = await self.host.identify(self.stream)
+                    hello = await self._next_message(self.host.handshake_timeout)
+                    if not isinstance(hello, wire.Hello):
+                        raise BadRequest("the first message must be Hello")
+                    major = hello.protocol.split(".", 1)[0]
+                    if major != wire.PROTOCOL.split(".", 1)[0]:
+                        raise UnsupportedProtocol(
+                            f"daemon speaks protocol {wire.PROTOCOL}, client sent "
+                            f"{hello.protocol[:16]!r}"
+                        )
+                    await self.send(
+                        wire.Welcome(
+                            protocol=wire.PROTOCOL,
+                            daemon_version=self.host.version,
+                            peer=wire.PeerInfo(
+                                uid=self.peer.uid,
+                                pid=self.peer.pid,
+                                exe=self.peer.exe,
+                                caller=self.rule.name if self.rule else None,
+                            ),
+                        )
+                    )
+            except trio.TooSlowError:
+                reason = "handshake timeout"
+                return
+            await self.host.record(
+                "connect",
+                durable=False,
+                conn=self.conn_id,
+                pid=self.peer.pid,
+                uid=self.peer.uid,
+                exe=self.peer.exe,
+                caller=self.rule.name if self.rule else None,
+            )
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._read_loop(nursery)
+                except _Closed as exc:
+                    reason = str(exc)
+                nursery.cancel_scope.cancel()  # the peer is gone: withdraw what it asked
+        except AegisError as exc:
+            reason = exc.code
+            await self._try_send(wire.Error(code=exc.code, message=exc.message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            reason = "broken"
+        finally:
+            self._nursery = None
+            if self.peer is not None:
+                with trio.CancelScope(shield=True):
+                    await self.host.record(
+                        "disconnect", durable=False, conn=self.conn_id, reason=reason
+                    )
+            await trio.aclose_forcefully(self.stream)
+
+    async def _try_send(self, msg: wire.DaemonMessage) -> None:
+        try:
+            with trio.move_on_after(1.0):
+                await self.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            timeout = math.inf if self._inflight else self.host.idle_timeout
+            try:
+                msg = await self._next_message(timeout)
+            except (BadRequest, FrameTooLarge) as exc:
+                # answer, then close: the stream can no longer be trusted to be in sync
+                await self._try_send(wire.Error(code=exc.code, message=exc.message))
+                raise _Closed(exc.code) from None
+            if isinstance(msg, wire.Hello):
+                await self._try_send(wire.Error(code="bad_request", message="second Hello"))
+                raise _Closed("bad_request")
+            if isinstance(msg, wire.Authorize | wire.Proxy):
+                if msg.id in self._inflight:
+                    await self.send(
+                        wire.Error(
+                            id=msg.id, code="bad_request", message="request id already in flight"
+                        )
+                    )
+                    continue
+                scope = trio.CancelScope()
+                self._inflight[msg.id] = scope
+                nursery.start_soon(self._request, msg, scope)
+            elif isinstance(msg, wire.Cancel):
+                scope = self._inflight.get(msg.id)
+                if scope is not None:
+                    self._cancel_reason[msg.id] = Cancelled("cancelled by the caller")
+                    scope.cancel()
+            else:
+                assert self.peer is not None
+                try:
+                    answer = await self.host.inspect(msg, self.peer, self.rule)
+                except AegisError as exc:
+                    answer = wire.Error(
+                        id=getattr(msg, "id", None), code=exc.code, message=exc.message
+                    )
+                await self.send(answer)
+
+    async def _request(self, msg: wire.Authorize | wire.Proxy, scope: trio.CancelScope) -> None:
+        assert self.peer is not None
+        ctx = RequestContext(self.conn_id, self.peer, self.rule, self.send)
+        error: AegisError | None = None
+        try:
+            with scope:
+                try:
+                    await self.host.broker.handle(ctx, msg, self.host.policy)
+                except AegisError as exc:
+                    error = exc
+            if scope.cancelled_caught:
+                error = self._cancel_reason.get(msg.id)
+            if error is not None:
+                await self.send(
+                    wire.Error(
+                        id=msg.id,
+                        code=error.code,
+                        message=error.message,
+                        retry_after=error.retry_after,
+                    )
+                )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass  # the peer went away; the read loop ends the connection
+        finally:
+            self._inflight.pop(msg.id, None)
+            self._cancel_reason.pop(msg.id, None)
+
+    def shutdown(self) -> None:
+        """Daemon stopping: every in-flight request ends with ``shutting_down``."""
+        for req_id, scope in list(self._inflight.items()):
+            self._cancel_reason[req_id] = ShuttingDown()
+            scope.cancel()

@@ -1,0 +1,391 @@
+"""The Daemon: builds the parts from a Config and runs them under one nursery.
+
+Owns composition (audit, policy, broker, Auth0 client, listener), the accept loop and the
+connection cap, peer identification and its audit, the inspection requests (Status, pending
+list, cancel, Lock, ListActions), SIGHUP reload and orderly shutdown. It must not contain
+protocol framing (``connection.py``), socket safety checks (``server.py``) or request
+decisions (``broker.py``). No global state: tests build a fresh ``Daemon`` per test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import httpx
+import trio
+
+from aegisd import wire
+from aegisd.audit import AuditLog, VerifyResult, verify_files
+from aegisd.broker import Approver, Broker
+from aegisd.config import CallerRule, Config, load_config
+from aegisd.connection import Connection
+from aegisd.errors import AegisError, ConfigError, Internal, PeerRejected, RateLimited
+from aegisd.peer import ExeHasher, PeerIdentity, match_caller, read_peer, uid_allowed
+from aegisd.policy import Policy, compile_policy
+from aegisd.secrets import SecretStore, open_secret_store
+from aegisd.server import Listener, notify, open_listener
+
+__all__ = ["Daemon", "daemon_version"]
+
+log = logging.getLogger(__name__)
+
+
+def daemon_version() -> str:
+    try:
+        return version("aegis")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
+class _AuditRecorder:
+    """Serialises appends and runs the blocking write + fsync in a worker thread."""
+
+    def __init__(self, log_: AuditLog) -> None:
+        self.log = log_
+        self._lock = trio.Lock()
+        self.failures = 0
+
+    async def __call__(self, event: str, *, durable: bool = True, **fields: object) -> None:
+        async with self._lock:
+            try:
+                await trio.to_thread.run_sync(self._append, event, durable, fields)
+            except OSError as exc:
+                self.failures += 1
+                log.error("audit write failed: %s", exc.strerror)
+                # Fail closed: nothing is released that the log could not record.
+                raise Internal("the audit log cannot be written; refusing to continue") from None
+
+    def _append(self, event: str, durable: bool, fields: dict[str, object]) -> None:
+        self.log.append(event, _fsync=durable, **fields)
+
+
+class Daemon:
+    """aegisd. ``await nursery.start(daemon.serve)`` returns the socket path once listening."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        secrets: SecretStore | None = None,
+        now: Callable[[], float] = time.time,
+        auth0_http: httpx.AsyncClient | None = None,
+        proxy_http: httpx.AsyncClient | None = None,
+        approver: Approver | None = None,
+    ) -> None:
+        self.config = config
+        self.policy: Policy = compile_policy(config)
+        self.version = daemon_version()
+        self.handshake_timeout = config.daemon.handshake_timeout
+        self.idle_timeout = config.daemon.idle_timeout
+        self._now = now
+        self._secrets = secrets
+        self._auth0_http = auth0_http
+        self._proxy_http = proxy_http
+        self._approver = approver
+        self._hasher = ExeHasher()
+        self._needs_hash = any(rule.sha256 for rule in config.callers)
+        self._connections: dict[int, Connection] = {}
+        self._next_conn = 0
+        self._started_wall = now()
+        self._started = 0.0
+        self._audit_cache: tuple[float, VerifyResult] | None = None
+        self.audit = AuditLog(
+            config.audit_path(), now=now, rotate_bytes=config.daemon.audit_rotate_bytes
+        )
+        self.record = _AuditRecorder(self.audit)
+        self.listener: Listener | None = None
+        self.broker: Broker  # built in serve()
+        self._stopping = False
+        self._cancel: trio.CancelScope | None = None
+
+    # ---- running -------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
+        self._started = trio.current_time()
+        await trio.to_thread.run_sync(self.audit.open)
+        for problem in self.audit.recovered:
+            log.warning("audit log: %s", problem)
+        async with (
+            _owned_client(self._auth0_http) as auth0_http,
+            _owned_client(self._proxy_http, follow_redirects=False) as proxy_http,
+        ):
+            approver = self._approver
+            if approver is None and self.config.auth0 is not None:
+                approver = self._build_approver(auth0_http)
+            self.broker = Broker(
+                approver=approver,
+                record=self.record,
+                http=proxy_http,
+                now=self._now,
+                max_pending=self.config.daemon.max_pending,
+                max_pending_per_caller=self.config.daemon.max_pending_per_caller,
+                ciba_starts_per_minute=self.config.daemon.ciba_starts_per_minute,
+                authorization_details=bool(
+                    self.config.auth0 and self.config.auth0.authorization_details
+                ),
+            )
+            self._auth0_state = getattr(approver, "state", None)
+            self.listener = await open_listener(self.config.socket_path())
+            try:
+                await self.record(
+                    "start",
+                    pid=os.getpid(),
+                    version=self.version,
+                    socket=str(self.listener.path),
+                    activated=self.listener.activated,
+                    config=self.config.source,
+                    recovered=self.audit.recovered,
+                )
+                async with trio.open_nursery() as nursery:
+                    self._cancel = nursery.cancel_scope
+                    await nursery.start(self.broker.serve)
+                    nursery.start_soon(self._accept_loop, nursery)
+                    notify(f"READY=1\nSTATUS=listening on {self.listener.path}")
+                    log.info("aegisd %s listening on %s", self.version, self.listener.path)
+                    task_status.started(self.listener.path)
+                    await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    notify("STOPPING=1")
+                    self.listener.close()
+                    await self.record("stop", pid=os.getpid())
+                    self.audit.close()
+
+    def _build_approver(self, http: httpx.AsyncClient) -> Approver:
+        from aegisd.auth0.client import Auth0Client
+
+        assert self.config.auth0 is not None
+        secrets = self._secrets or open_secret_store(self.config.secrets)
+        client: Approver = Auth0Client(self.config.auth0, secrets, http, now=self._now)
+        return client
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM: stop accepting, end pending work with ``shutting_down``, then exit."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping")
+        if self.listener is not None:
+            self.listener.sock.close()
+        self.broker.shutdown()
+        for conn in list(self._connections.values()):
+            conn.shutdown()
+        with trio.move_on_after(grace):
+            while any(c._inflight for c in self._connections.values()):
+                await trio.sleep(0.01)
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _accept_loop(self, nursery: trio.Nursery) -> None:
+        assert self.listener is not None
+        listener = trio.SocketListener(self.listener.sock)
+        while not self._stopping:
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept: %s; backing off", exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            self._next_conn += 1
+            if len(self._connections) >= self.config.daemon.max_connections:
+                nursery.start_soon(self._refuse_busy, stream)
+                continue
+            conn = Connection(self, stream, self._next_conn)
+            self._connections[conn.conn_id] = conn
+            nursery.start_soon(self._run_connection, conn)
+
+    async def _run_connection(self, conn: Connection) -> None:
+        try:
+            await conn.run()
+        except Exception:
+            log.exception("connection %d crashed", conn.conn_id)
+        finally:
+            self._connections.pop(conn.conn_id, None)
+
+    async def _refuse_busy(self, stream: trio.SocketStream) -> None:
+        err = RateLimited(
+            f"aegisd has {self.config.daemon.max_connections} connections open", retry_after=1.0
+        )
+        with trio.move_on_after(1.0):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(
+                    wire.encode(wire.Error(code=err.code, message=err.message, retry_after=1.0))
+                )
+        await trio.aclose_forcefully(stream)
+
+    # ---- Host protocol for connections ------------------------------------------------------
+
+    async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
+        sock = stream.socket
+        try:
+            # /proc reads are local and fast; a thread hop would cost more than it saves
+            peer = read_peer(sock)  # type: ignore[arg-type]
+        except PeerRejected:
+            await self.record("peer_rejected", reason="peer vanished during identification")
+            raise
+        except OSError as exc:
+            await self.record("peer_rejected", reason=f"cannot identify peer ({exc.strerror})")
+            raise PeerRejected() from None
+        if not uid_allowed(peer.uid, os.getuid(), self.config.daemon.allowed_uids):
+            await self.record(
+                "peer_rejected", pid=peer.pid, uid=peer.uid, exe=peer.exe, reason="uid not allowed"
+            )
+            raise PeerRejected()
+        digest = None
+        if self._needs_hash:
+            digest = self._hasher.cached(peer)
+            if digest is None:
+                digest = await trio.to_thread.run_sync(self._hasher.digest, peer)
+        rule = match_caller(peer, self.policy.callers, digest)
+        return peer, rule
+
+    async def inspect(
+        self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
+    ) -> wire.DaemonMessage:
+        match msg:
+            case wire.Status(id=req_id):
+                return await self._status(req_id)
+            case wire.ListPending(id=req_id):
+                return wire.PendingList(id=req_id, pending=self.broker.pending())
+            case wire.CancelPending(id=req_id, pending_id=pid):
+                if not self.broker.cancel_pending(pid):
+                    return wire.Error(id=req_id, code="bad_request", message="no such pending id")
+                await self.record("operator_cancel", pid=peer.pid, pending_id=pid)
+                return wire.Locked(id=req_id, cancelled=1, forgotten=0)
+            case wire.Lock(id=req_id):
+                cancelled, forgotten = self.broker.lock()
+                await self.record("lock", pid=peer.pid, cancelled=cancelled, forgotten=forgotten)
+                return wire.Locked(id=req_id, cancelled=cancelled, forgotten=forgotten)
+            case wire.ListActions(id=req_id):
+                if rule is None:
+                    await self.record(
+                        "refused",
+                        pid=peer.pid,
+                        exe=peer.exe,
+                        code="peer_rejected",
+                        reason="no caller rule matches",
+                        request="list_actions",
+                    )
+                    raise PeerRejected()
+                return wire.Actions(
+                    id=req_id,
+                    actions=[
+                        wire.ActionInfo(
+                            name=a.name,
+                            description=a.spec.description,
+                            approval=a.spec.approval,
+                            delivery=a.spec.delivery,
+                            params_schema=a.params_schema(),
+                            body=bool(a.spec.request and a.spec.request.body),
+                        )
+                        for a in self.policy.actions_for(rule)
+                    ],
+                )
+        raise AegisError("unexpected message")  # pragma: no cover - exhaustive above
+
+    async def _status(self, req_id: int) -> wire.StatusReport:
+        verified = await self._verify_cached()
+        auth0: dict[str, str] = {}
+        if callable(self._auth0_state):
+            try:
+                auth0 = {str(k): str(v) for k, v in self._auth0_state().items()}
+            except Exception:  # status must answer even if the Auth0 client misbehaves
+                auth0 = {"state": "unknown"}
+        elif self.config.auth0 is None:
+            auth0 = {"state": "not configured"}
+        return wire.StatusReport(
+            id=req_id,
+            daemon_version=self.version,
+            pid=os.getpid(),
+            uptime=round(trio.current_time() - self._started, 3),
+            socket=str(self.listener.path if self.listener else ""),
+            config=self.config.source,
+            peers=[
+                wire.PeerInfo(
+                    uid=c.peer.uid,
+                    pid=c.peer.pid,
+                    exe=c.peer.exe,
+                    caller=c.rule.name if c.rule else None,
+                )
+                for c in self._connections.values()
+                if c.peer is not None
+            ],
+            pending=self.broker.pending_count,
+            audit_log=str(self.audit.path),
+            audit_ok=verified.ok,
+            audit_detail=verified.summary(),
+            auth0=auth0,
+            actions=len(self.policy.actions),
+            callers=len(self.policy.callers),
+        )
+
+    async def _verify_cached(self) -> VerifyResult:
+        now = trio.current_time()
+        if self._audit_cache is not None and now - self._audit_cache[0] < 10.0:
+            return self._audit_cache[1]
+        async with self.record._lock:  # a consistent snapshot: no append mid-read
+            result = await trio.to_thread.run_sync(verify_files, self.audit.path)
+        self._audit_cache = (now, result)
+        return result
+
+    # ---- reload --------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config; swap the policy atomically or keep the old one."""
+        source = self.config.source or None
+        try:
+            new_cfg = await trio.to_thread.run_sync(load_config, source)
+            new_policy = compile_policy(new_cfg)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the current policy: %s", "; ".join(exc.problems))
+            await self.record("reload_failed", problems=exc.problems[:20])
+            return False
+        changed = [
+            name
+            for name, old in self.policy.actions.items()
+            if name not in new_policy.actions or new_policy.actions[name].spec != old.spec
+        ]
+        forgotten = self.broker.forget_remembered(changed)
+        self.config = new_cfg
+        self.policy = new_policy  # pending approvals keep the Policy they started with
+        self._needs_hash = any(rule.sha256 for rule in new_cfg.callers)
+        for conn in self._connections.values():
+            if conn.peer is not None:  # re-match rules so a removed caller loses access now
+                digest = self._hasher.cached(conn.peer)
+                conn.rule = match_caller(conn.peer, new_policy.callers, digest)
+        await self.record(
+            "reloaded", actions=len(new_policy.actions), changed=changed, forgotten=forgotten
+        )
+        log.info("policy reloaded: %d actions", len(new_policy.actions))
+        return True
+
+
+class _owned_client:
+    """Use the given httpx client, or create (and close) one."""
+
+    def __init__(self, given: httpx.AsyncClient | None, **kwargs: object) -> None:
+        self._given = given
+        self._kwargs = kwargs
+        self._own: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        if self._given is not None:
+            return self._given
+        self._own = httpx.AsyncClient(trust_env=False, **self._kwargs)  # type: ignore[arg-type]
+        return self._own
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._own is not None:
+            with trio.CancelScope(shield=True):
+                await self._own.aclose()

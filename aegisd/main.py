@@ -1,0 +1,74 @@
+"""``aegisd``: run the daemon in the foreground (how systemd and launchd run it).
+
+Owns the command line, logging set-up, signal handling (SIGTERM/SIGINT stop, SIGHUP reload)
+and the exit code. Everything else is the ``Daemon``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import click
+import trio
+
+from aegisd.config import load_config
+from aegisd.daemon import Daemon
+from aegisd.errors import AegisError
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger("aegisd")
+
+
+async def run(daemon: Daemon) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads the policy."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.serve)
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await daemon.reload()
+                    else:
+                        await daemon.stop()
+                        return
+
+            nursery.start_soon(watch)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="AEGIS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Config file (default: the user config dir; env AEGIS_CONFIG).",
+)
+@click.version_option(package_name="aegis", prog_name="aegisd")
+def cli(config_path: str | None) -> None:
+    """Run aegisd in the foreground."""
+    try:
+        config = load_config(config_path)
+        logging.basicConfig(
+            level=config.daemon.log_level.upper(),
+            format="aegisd[%(process)d] %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if config.secrets.backend == "env":
+            from aegisd.keyring_store import env_backend_warning
+
+            log.warning(env_backend_warning())
+        daemon = Daemon(config)
+        trio.run(run, daemon)
+    except AegisError as exc:
+        click.echo(f"aegisd: {exc.message}", err=True)
+        for problem in getattr(exc, "problems", [])[1:]:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(exc.exit_code)
+
+
+def main() -> None:
+    cli()

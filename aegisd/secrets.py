@@ -1,0 +1,204 @@
+"""Secret stores: where aegisd's own secrets live (never the config file).
+
+Owns the ``SecretStore`` protocol (and its writable extension), the store names and which of
+them a config needs, the checks every backend applies to a name or a value, the ``env``
+backend (tests and dev only; reads ``AEGIS_SECRET_<NAME>``) with its start-up warning, and
+``open_secret_store``. The ``keyring`` backend lives in ``aegisd.keyring_store`` so that
+importing this module never imports ``keyring``.
+
+Must not log, print or put into an exception any secret value: messages name the secret,
+never its content.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Protocol
+
+from aegisd.config import Config, SecretsConfig
+from aegisd.errors import SecretsUnavailable
+
+if TYPE_CHECKING:
+    from aegisd.keyring_store import KeyringSecretStore
+
+__all__ = [
+    "MAX_SECRET_BYTES",
+    "SECRET_NAMES",
+    "EnvSecretStore",
+    "MemorySecretStore",
+    "SecretStore",
+    "WritableSecretStore",
+    "check_secret_name",
+    "check_secret_value",
+    "env_backend_warning",
+    "env_var_name",
+    "needed_secrets",
+    "open_secret_store",
+]
+
+SECRET_NAMES: Final = ("auth0_client_secret", "management_client_secret", "auth0_private_key")
+
+# A PEM RSA-4096 key is about 3.3 KB; anything near this limit is a mistake (a binary file
+# piped in by accident), and D-Bus and the Keychain both have message limits of their own.
+MAX_SECRET_BYTES: Final = 64 * 1024
+
+
+def env_var_name(name: str) -> str:
+    """``auth0_client_secret`` -> ``AEGIS_SECRET_AUTH0_CLIENT_SECRET``."""
+    return "AEGIS_SECRET_" + name.upper()
+
+
+def check_secret_name(name: str) -> None:
+    """Raise ``SecretsUnavailable`` unless ``name`` is one of ``SECRET_NAMES``.
+
+    The keyring is shared with every other program of the user; restricting the names keeps
+    aegisd from reading or overwriting entries it does not own under a typo'd name.
+    """
+    if name not in SECRET_NAMES:
+        shown = name if len(name) <= 64 else name[:61] + "..."
+        raise SecretsUnavailable(
+            f"unknown secret name {shown!r}; known names: {', '.join(SECRET_NAMES)}"
+        )
+
+
+def check_secret_value(name: str, value: str) -> None:
+    """Refuse values that cannot be right, without ever quoting them.
+
+    Raises:
+        SecretsUnavailable: the value is empty, too large, contains NUL, or (for
+            ``auth0_private_key``) is not a PEM private key.
+    """
+    check_secret_name(name)
+    if not value.strip():
+        raise SecretsUnavailable(f"refusing to store an empty value for {name}")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
+        raise SecretsUnavailable(
+            f"refusing to store {name}: the value is larger than {MAX_SECRET_BYTES} bytes"
+        )
+    if "\x00" in value:
+        raise SecretsUnavailable(f"refusing to store {name}: the value contains a NUL byte")
+    if name == "auth0_private_key":
+        text = value.strip()
+        # Catches the common slip of typing the key's *path* at the prompt.
+        if not (text.startswith("-----BEGIN ") and "PRIVATE KEY-----" in text):
+            raise SecretsUnavailable(
+                "refusing to store auth0_private_key: expected a PEM private key "
+                "('-----BEGIN PRIVATE KEY-----' ...); pipe the file in: "
+                "aegisctl secrets set auth0_private_key < key.pem"
+            )
+
+
+def needed_secrets(cfg: Config) -> tuple[str, ...]:
+    """The secret names this config will ask the store for, in ``SECRET_NAMES`` order."""
+    needed: set[str] = set()
+    if cfg.auth0 is not None:
+        if cfg.auth0.client_auth == "private_key_jwt":
+            needed.add("auth0_private_key")
+        else:
+            needed.add("auth0_client_secret")
+        mgmt = cfg.auth0.management
+        if mgmt is not None:
+            if mgmt.client_auth == "private_key_jwt":
+                needed.add("auth0_private_key")
+            else:
+                needed.add("management_client_secret")
+    return tuple(n for n in SECRET_NAMES if n in needed)
+
+
+def env_backend_warning() -> str:
+    """The warning aegisd prints at start when ``[secrets] backend = "env"``.
+
+    Loud on purpose: this backend exists for tests and the dev tenant, and a production
+    install that ends up on it has lost the protection the keyring gives.
+    """
+    names = ", ".join(env_var_name(n) for n in SECRET_NAMES)
+    bar = "!" * 78
+    return (
+        f"{bar}\n"
+        '!! WARNING: [secrets] backend = "env" -- for tests and the dev tenant ONLY.\n'
+        f"!! aegisd reads its Auth0 secrets from environment variables ({names}).\n"
+        "!! Environment variables are inherited by child processes, readable in\n"
+        "!! /proc/<pid>/environ by your other processes, and easily end up in logs,\n"
+        "!! shell history and crash reports. Do not use this with a real Auth0 tenant:\n"
+        '!! remove the line (backend = "keyring" is the default) and store the secrets\n'
+        "!! with `aegisctl secrets set NAME`. See docs/OPERATIONS.md.\n"
+        f"{bar}"
+    )
+
+
+class SecretStore(Protocol):
+    """Where secrets come from. ``get`` raises ``SecretsUnavailable`` when a secret is missing."""
+
+    backend_name: str
+
+    async def get(self, name: str) -> str: ...
+
+    async def present(self, name: str) -> bool: ...
+
+
+class WritableSecretStore(SecretStore, Protocol):
+    """A store that ``aegisctl secrets set|delete`` can change (the keyring)."""
+
+    async def set(self, name: str, value: str) -> None: ...
+
+    async def delete(self, name: str) -> bool:
+        """Remove the secret; ``False`` when it was not there."""
+        ...
+
+
+class EnvSecretStore:
+    """Reads ``AEGIS_SECRET_<NAME>`` from an environment mapping (tests and dev only)."""
+
+    backend_name = "env"
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = environ if environ is not None else os.environ
+
+    async def get(self, name: str) -> str:
+        check_secret_name(name)
+        value = self._environ.get(env_var_name(name))
+        if not value:
+            raise SecretsUnavailable(
+                f"secret {name!r} is not set (backend env: set {env_var_name(name)})"
+            )
+        return value
+
+    async def present(self, name: str) -> bool:
+        check_secret_name(name)
+        return bool(self._environ.get(env_var_name(name)))
+
+
+class MemorySecretStore:
+    """A dict-backed store for tests."""
+
+    backend_name = "memory"
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self._values = dict(values or {})
+
+    async def get(self, name: str) -> str:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise SecretsUnavailable(f"secret {name!r} is not set") from None
+
+    async def present(self, name: str) -> bool:
+        return name in self._values
+
+    async def set(self, name: str, value: str) -> None:
+        check_secret_value(name, value)
+        self._values[name] = value
+
+    async def delete(self, name: str) -> bool:
+        check_secret_name(name)
+        return self._values.pop(name, None) is not None
+
+
+def open_secret_store(cfg: SecretsConfig) -> EnvSecretStore | KeyringSecretStore:
+    """Build the store the config names (the keyring backend is resolved on first use)."""
+    if cfg.backend == "env":
+        return EnvSecretStore()
+    from aegisd.keyring_store import KeyringSecretStore
+
+    return KeyringSecretStore(service=cfg.service)

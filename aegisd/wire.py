@@ -1,0 +1,304 @@
+"""The socket protocol: every message as a msgspec Struct, and the frame codec.
+
+This module is the single source of truth for the wire (DESIGN §2). The daemon, the SDK, the
+shim and aegisctl import these classes; nothing builds message dicts by hand. Frames are a
+4-byte big-endian length and a msgpack body of at most 64 KiB. ``FrameReader`` is sans-IO: it
+is fed bytes and hands back bodies; it never touches a socket. This module must import only
+msgspec and ``aegisd.errors`` so that ``import aegisd.client`` stays light.
+
+Schema evolution follows msgspec's rules: new fields get defaults, existing fields are never
+retyped, tags never change.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import msgspec
+
+from aegisd.errors import BadRequest, FrameTooLarge
+
+__all__ = [
+    "MAX_FRAME",
+    "PROTOCOL",
+    "ActionInfo",
+    "Actions",
+    "Authorize",
+    "Cancel",
+    "CancelPending",
+    "ClientMessage",
+    "DaemonMessage",
+    "Error",
+    "FrameReader",
+    "Grant",
+    "Granted",
+    "Hello",
+    "ListActions",
+    "ListPending",
+    "Lock",
+    "Locked",
+    "PeerInfo",
+    "Pending",
+    "PendingInfo",
+    "PendingList",
+    "Proxy",
+    "ProxyResponse",
+    "Status",
+    "StatusReport",
+    "Welcome",
+    "decode_client",
+    "decode_daemon",
+    "encode",
+]
+
+PROTOCOL: Final = "1.0"
+MAX_FRAME: Final = 64 * 1024
+_HEADER: Final = struct.Struct(">I")
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every message: frozen, keyword-only, tagged by class name."""
+
+
+# ---- client -> daemon -------------------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello", kw_only=True):
+    protocol: str = PROTOCOL
+    client: str = ""
+
+
+class Authorize(_Msg, tag="authorize", kw_only=True):
+    id: int
+    action: str
+    params: dict[str, str] = {}
+
+
+class Proxy(_Msg, tag="proxy", kw_only=True):
+    id: int
+    action: str
+    params: dict[str, str] = {}
+    body: bytes | None = None
+
+
+class Cancel(_Msg, tag="cancel", kw_only=True):
+    """Withdraw this connection's own request ``id``."""
+
+    id: int
+
+
+class ListActions(_Msg, tag="list_actions", kw_only=True):
+    id: int
+
+
+class Status(_Msg, tag="status", kw_only=True):
+    id: int
+
+
+class ListPending(_Msg, tag="list_pending", kw_only=True):
+    id: int
+
+
+class CancelPending(_Msg, tag="cancel_pending", kw_only=True):
+    """Operator: withdraw a pending approval by its ``PendingInfo.pending_id`` (any caller's)."""
+
+    id: int
+    pending_id: str
+
+
+class Lock(_Msg, tag="lock", kw_only=True):
+    """Operator: cancel every pending approval and forget every remembered one."""
+
+    id: int
+
+
+ClientMessage = (
+    Hello | Authorize | Proxy | Cancel | ListActions | Status | ListPending | CancelPending | Lock
+)
+
+
+# ---- daemon -> client -------------------------------------------------------------------
+
+
+class PeerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    uid: int
+    pid: int
+    exe: str = ""
+    caller: str | None = None
+
+
+class Welcome(_Msg, tag="welcome", kw_only=True):
+    protocol: str
+    daemon_version: str
+    peer: PeerInfo
+
+
+class Pending(_Msg, tag="pending", kw_only=True):
+    id: int
+    binding_message: str
+    expires_at: float
+    digest: str
+
+
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_at: float | None = None
+    scope: str = ""
+    kind: str = ""
+    connection: str | None = None
+
+    def __repr__(self) -> str:  # never print a token by accident
+        return f"Grant(token_type={self.token_type!r}, kind={self.kind!r}, access_token=<hidden>)"
+
+
+class Granted(_Msg, tag="granted", kw_only=True):
+    id: int
+    grant: Grant
+
+
+class ProxyResponse(_Msg, tag="proxy_response", kw_only=True):
+    id: int
+    status: int
+    headers: dict[str, str] = {}
+    body: bytes = b""
+
+
+class Error(_Msg, tag="error", kw_only=True):
+    code: str
+    message: str
+    id: int | None = None
+    retry_after: float | None = None
+
+
+class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str = ""
+    approval: str = "ciba"
+    delivery: str = "proxy"
+    params_schema: dict[str, object] = {}
+    body: bool = False
+
+
+class Actions(_Msg, tag="actions", kw_only=True):
+    id: int
+    actions: list[ActionInfo]
+
+
+class PendingInfo(msgspec.Struct, frozen=True, kw_only=True):
+    pending_id: str
+    action: str
+    caller: str
+    binding_message: str
+    digest: str
+    started_at: float
+    expires_at: float
+    waiters: int = 1
+
+
+class PendingList(_Msg, tag="pending_list", kw_only=True):
+    id: int
+    pending: list[PendingInfo]
+
+
+class Locked(_Msg, tag="locked", kw_only=True):
+    id: int
+    cancelled: int
+    forgotten: int
+
+
+class StatusReport(_Msg, tag="status_report", kw_only=True):
+    id: int
+    daemon_version: str
+    pid: int
+    uptime: float
+    socket: str
+    config: str
+    peers: list[PeerInfo] = []
+    pending: int = 0
+    audit_log: str = ""
+    audit_ok: bool = True
+    audit_detail: str = ""
+    auth0: dict[str, str] = {}
+    actions: int = 0
+    callers: int = 0
+
+
+DaemonMessage = (
+    Welcome
+    | Pending
+    | Granted
+    | ProxyResponse
+    | Error
+    | Actions
+    | PendingList
+    | Locked
+    | StatusReport
+)
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_CLIENT_DECODER: Final = msgspec.msgpack.Decoder(ClientMessage)
+_DAEMON_DECODER: Final = msgspec.msgpack.Decoder(DaemonMessage)
+
+
+def encode(msg: ClientMessage | DaemonMessage) -> bytes:
+    """One message as a complete frame (header + body)."""
+    body = _ENCODER.encode(msg)
+    if len(body) > MAX_FRAME:
+        raise FrameTooLarge(f"message of {len(body)} bytes exceeds the 64 KiB frame limit")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_client(body: bytes) -> ClientMessage:
+    """Decode a frame body sent by a client; ``BadRequest`` on anything malformed."""
+    try:
+        return _CLIENT_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed message: {_short(exc)}") from None
+
+
+def decode_daemon(body: bytes) -> DaemonMessage:
+    """Decode a frame body sent by the daemon; ``BadRequest`` on anything malformed."""
+    try:
+        return _DAEMON_DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed message from daemon: {_short(exc)}") from None
+
+
+def _short(exc: Exception) -> str:
+    # msgspec's messages name the field and expected type, never echo the value.
+    return str(exc)[:200]
+
+
+class FrameReader:
+    """Sans-IO frame splitter: ``feed(data)`` then iterate ``frames()``.
+
+    Raises ``FrameTooLarge`` as soon as a header announces more than ``MAX_FRAME`` bytes, so a
+    peer cannot make the daemon buffer a huge body.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._max = max_frame
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_frame(self) -> bytes | None:
+        """The next complete body, or None if more bytes are needed."""
+        if len(self._buf) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack_from(self._buf)
+        if length > self._max:
+            raise FrameTooLarge(f"frame of {length} bytes exceeds the 64 KiB limit")
+        end = _HEADER.size + length
+        if len(self._buf) < end:
+            return None
+        body = bytes(self._buf[_HEADER.size : end])
+        del self._buf[:end]
+        return body

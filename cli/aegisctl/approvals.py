@@ -1,0 +1,53 @@
+"""``aegisctl pending``, ``cancel ID`` and ``lock``: the operator's hand on pending approvals."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+import msgspec
+
+from aegisctl.context import CliContext, pass_cli
+from aegisctl.talk import call
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def pending(cli: CliContext, as_json: bool) -> None:
+    """List approvals waiting on the phone."""
+    items = call(cli.socket(), lambda c: c.pending())
+    if as_json:
+        click.echo(json.dumps(msgspec.to_builtins(items), indent=2))
+        return
+    if not items:
+        click.echo("no approvals pending")
+        return
+    now = time.time()
+    for p in items:
+        left = max(0, int(p.expires_at - now))
+        click.echo(
+            f"{p.pending_id}  {p.action:<24} caller={p.caller} waiters={p.waiters} "
+            f'{left}s left  "{p.binding_message}"'
+        )
+
+
+@click.command()
+@click.argument("pending_id")
+@pass_cli
+def cancel(cli: CliContext, pending_id: str) -> None:
+    """Withdraw one pending approval (its callers get `cancelled`)."""
+    call(cli.socket(), lambda c: c.cancel_pending(pending_id))
+    click.echo(f"cancelled {pending_id}")
+
+
+@click.command()
+@pass_cli
+def lock(cli: CliContext) -> None:
+    """Cancel every pending approval and forget every remembered approval."""
+    result = call(cli.socket(), lambda c: c.lock())
+    click.echo(
+        f"locked: {result.cancelled} pending approval(s) cancelled, "
+        f"{result.forgotten} remembered approval(s) forgotten"
+    )

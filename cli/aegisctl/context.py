@@ -1,0 +1,39 @@
+"""The object every aegisctl command receives: global options, resolved lazily.
+
+Owns nothing but the two global paths and how to resolve them; it must not open sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from aegisd.config import Config, load_config, resolve_config_path
+
+
+@dataclass(frozen=True)
+class CliContext:
+    socket_path: str | None
+    config_path: str | None
+
+    def config_file(self) -> Path:
+        return resolve_config_path(self.config_path)
+
+    def load_config(self) -> Config:
+        return load_config(self.config_path)
+
+    def socket(self) -> Path:
+        """The socket to talk to: ``--socket``/``AEGIS_SOCKET``, else the config's, else default."""
+        if self.socket_path:
+            return Path(self.socket_path).expanduser()
+        try:
+            return self.load_config().socket_path()
+        except Exception:  # an unreadable config must not stop `status` from trying the default
+            from aegisd.config import default_socket_path
+
+            return default_socket_path()
+
+
+pass_cli = click.make_pass_decorator(CliContext)

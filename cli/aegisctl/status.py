@@ -1,0 +1,58 @@
+"""``aegisctl status``: is the daemon up, who is connected, what is pending, does the audit hold.
+
+Exit codes: 0 ok, 3 daemon not running (with a hint), others per error class.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import msgspec
+
+from aegisctl.context import CliContext, pass_cli
+from aegisctl.talk import call
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d"] if d else []
+    if h or d:
+        parts.append(f"{h}h")
+    if m or h or d:
+        parts.append(f"{m}m")
+    parts.append(f"{s}s")
+    return " ".join(parts)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def status(cli: CliContext, as_json: bool) -> None:
+    """Show the daemon's state (talks to the running daemon over its socket)."""
+    report = call(cli.socket(), lambda c: c.status())
+    if as_json:
+        data = msgspec.to_builtins(report)
+        data.pop("type", None)
+        data.pop("id", None)
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    click.echo(f"aegisd {report.daemon_version}  pid {report.pid}  up {_duration(report.uptime)}")
+    click.echo(f"  socket   {report.socket}")
+    click.echo(f"  config   {report.config or '(none: defaults)'}")
+    click.echo(f"  policy   {report.actions} action(s), {report.callers} caller rule(s)")
+    if report.callers == 0:
+        click.echo("           no [[callers]] rules: every action is denied (default deny)")
+    click.echo(f"  pending  {report.pending} approval(s)")
+    mark = "ok" if report.audit_ok else "BROKEN"
+    click.echo(f"  audit    {report.audit_log} [{mark}] {report.audit_detail}")
+    if report.auth0:
+        click.echo("  auth0    " + ", ".join(f"{k}={v}" for k, v in sorted(report.auth0.items())))
+    click.echo(f"  peers    {len(report.peers)} connected")
+    for p in report.peers:
+        click.echo(f"           pid {p.pid} uid {p.uid} {p.exe or '?'} caller={p.caller or '-'}")
+    if not report.audit_ok:
+        raise click.exceptions.Exit(1)
