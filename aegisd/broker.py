@@ -130,6 +130,8 @@ class _PendingApproval:
     claimed: bool = False
     outcome: _Approval | AegisError | None = None
     cancel_reason: AegisError | None = None
+    launch_cancelled: bool = False
+    started: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -299,26 +301,34 @@ class Broker:
                     await self._record("approval_reused", **base, scope=key[0])
                     return hit
             pa = self._by_digest.get(digest)
+            launcher = pa is None
             if pa is None:
-                pa = await self._start(ctx.rule, action, params, digest, policy, base)
+                pa = self._reserve(ctx.rule, action, params, digest, policy)
             else:
                 await self._record("coalesced", **base, pending_id=pa.pending_id)
             pa.waiters += 1
             try:
-                await ctx.send(
-                    Pending(
-                        id=req_id,
-                        binding_message=pa.binding_message,
-                        expires_at=pa.expires_at,
-                        digest=digest,
+                if launcher:
+                    await self._launch(pa, ctx.rule, action, params, base)
+                else:
+                    await pa.started.wait()
+                if not pa.done.is_set():
+                    await ctx.send(
+                        Pending(
+                            id=req_id,
+                            binding_message=pa.binding_message,
+                            expires_at=pa.expires_at,
+                            digest=digest,
+                        )
                     )
-                )
-                await pa.done.wait()
+                    await pa.done.wait()
             finally:
                 pa.waiters -= 1
                 if pa.waiters == 0 and not pa.done.is_set():
                     pa.cancel_reason = Cancelled("withdrawn by the caller")
                     pa.scope.cancel()
+            if pa.launch_cancelled and not launcher:
+                continue  # the request that started the push went away first: start our own
             outcome = pa.outcome
             if isinstance(outcome, AegisError):
                 raise _copy(outcome)
@@ -342,35 +352,21 @@ class Broker:
             return ("request", action.name, digest)
         return ("action", action.name, rule.name)
 
-    async def _start(
+    def _reserve(
         self,
         rule: CallerRule,
         action: CompiledAction,
         params: dict[str, str],
         digest: str,
         policy: Policy,
-        base: dict[str, object],
     ) -> _PendingApproval:
+        """Check the local limits and register the approval *before* any await, so identical
+        requests arriving while the push is being sent join it instead of sending another."""
         if self._approver is None or self._nursery is None:
             raise ApprovalUnavailable("no [auth0] section is configured, so nobody can approve")
         self._caps.acquire(rule.name)
         try:
             self._window.take(trio.current_time())
-            binding = action.binding_message(params, digest)
-            details: list[dict[str, object]] | None = None
-            if self._rar:
-                details = [
-                    {
-                        "type": "urn:auth0:schemas:authorization-details:v1:aegis",
-                        "instruction": binding,
-                        "action": action.name,
-                        "caller": rule.name,
-                        "params": params,
-                    }
-                ]
-            start = await self._approver.start_approval(
-                binding_message=binding, authorization_details=details
-            )
         except BaseException:
             self._caps.release(rule.name)
             raise
@@ -379,23 +375,64 @@ class Broker:
             digest=digest,
             action=action.name,
             caller=rule.name,
-            binding_message=binding,
+            binding_message=action.binding_message(params, digest),
             started_at=self._now(),
-            expires_at=start.expires_at,
+            expires_at=0.0,
             policy=policy,
         )
         self._by_digest[digest] = pa
-        self._by_id[pa.pending_id] = pa
-        await self._record(
-            "pending",
-            **base,
-            pending_id=pa.pending_id,
-            auth_req=hashlib.sha256(start.auth_req_id.encode()).hexdigest()[:16],
-            binding_message=binding,
-            expires_at=start.expires_at,
-        )
-        self._nursery.start_soon(self._poll, pa, start, base)
         return pa
+
+    async def _launch(
+        self,
+        pa: _PendingApproval,
+        rule: CallerRule,
+        action: CompiledAction,
+        params: dict[str, str],
+        base: dict[str, object],
+    ) -> None:
+        """Send the push; on success hand the approval to a poller in the broker's nursery."""
+        assert self._approver is not None and self._nursery is not None
+        details: list[dict[str, object]] | None = None
+        if self._rar:
+            details = [
+                {
+                    "type": "urn:auth0:schemas:authorization-details:v1:aegis",
+                    "instruction": pa.binding_message,
+                    "action": action.name,
+                    "caller": rule.name,
+                    "params": params,
+                }
+            ]
+        try:
+            start = await self._approver.start_approval(
+                binding_message=pa.binding_message, authorization_details=details
+            )
+        except BaseException as exc:
+            self._by_digest.pop(pa.digest, None)
+            self._caps.release(pa.caller)
+            if isinstance(exc, AegisError):
+                pa.outcome = exc
+            else:
+                pa.launch_cancelled = True
+                pa.outcome = Cancelled("withdrawn before the push was sent")
+            pa.done.set()
+            pa.started.set()
+            raise
+        pa.expires_at = start.expires_at
+        # The push is out: from here on, a poller must own it even if this caller leaves.
+        with trio.CancelScope(shield=True):
+            await self._record(
+                "pending",
+                **base,
+                pending_id=pa.pending_id,
+                auth_req=hashlib.sha256(start.auth_req_id.encode()).hexdigest()[:16],
+                binding_message=pa.binding_message,
+                expires_at=start.expires_at,
+            )
+        self._by_id[pa.pending_id] = pa
+        self._nursery.start_soon(self._poll, pa, start, base)
+        pa.started.set()
 
     async def _poll(self, pa: _PendingApproval, start: _Start, base: dict[str, object]) -> None:
         assert self._approver is not None

@@ -71,7 +71,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     """Common options: every section rejects keys it does not know (typos are errors)."""
 
 
-class DaemonConfig(_Section, kw_only=True):
+class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     socket: str | None = None
     audit_log: str | None = None
     max_connections: int = 256
@@ -86,7 +86,7 @@ class DaemonConfig(_Section, kw_only=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class ManagementConfig(_Section, kw_only=True):
+class ManagementConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     client_id: str
     client_auth: Literal["client_secret_post", "client_secret_basic", "private_key_jwt"] = (
         "client_secret_post"
@@ -94,7 +94,7 @@ class ManagementConfig(_Section, kw_only=True):
     audience: str | None = None  # default https://{domain}/api/v2/
 
 
-class Auth0Config(_Section, kw_only=True):
+class Auth0Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     domain: str | None = None
     issuer: str | None = None
     allow_insecure_http: bool = False
@@ -112,12 +112,12 @@ class Auth0Config(_Section, kw_only=True):
     management: ManagementConfig | None = None
 
 
-class SecretsConfig(_Section, kw_only=True):
+class SecretsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     backend: Literal["keyring", "env"] = "keyring"
     service: str = "aegisd"
 
 
-class CallerRule(_Section, kw_only=True):
+class CallerRule(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str
     exe: list[str] = []
     sha256: list[str] = []
@@ -126,7 +126,7 @@ class CallerRule(_Section, kw_only=True):
     actions: list[str] = []
 
 
-class CredentialSpec(_Section, kw_only=True):
+class CredentialSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     kind: Literal["none", "ciba_token", "token_vault"] = "none"
     connection: str | None = None
     order: list[Literal["token_vault", "management"]] = msgspec.field(
@@ -135,7 +135,7 @@ class CredentialSpec(_Section, kw_only=True):
     login_hint: str | None = None
 
 
-class RequestTemplate(_Section, kw_only=True):
+class RequestTemplate(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     url: str
     headers: dict[str, str] = {}
@@ -147,12 +147,12 @@ class RequestTemplate(_Section, kw_only=True):
     auth_scheme: str = "Bearer"
 
 
-class RememberSpec(_Section, kw_only=True):
+class RememberSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     scope: Literal["request", "action"] = "request"
     ttl: float = 0.0
 
 
-class ActionSpec(_Section, kw_only=True):
+class ActionSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
     approval: Literal["none", "ciba", "deny"] = "ciba"
     binding_message: str = ""
@@ -164,7 +164,7 @@ class ActionSpec(_Section, kw_only=True):
     scope: str = ""
 
 
-class Config(_Section, kw_only=True):
+class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     daemon: DaemonConfig = DaemonConfig()
     auth0: Auth0Config | None = None
     secrets: SecretsConfig = SecretsConfig()

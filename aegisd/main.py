@@ -58,7 +58,7 @@ def cli(config_path: str | None) -> None:
             stream=sys.stderr,
         )
         if config.secrets.backend == "env":
-            from aegisd.keyring_store import env_backend_warning
+            from aegisd.secrets import env_backend_warning
 
             log.warning(env_backend_warning())
         daemon = Daemon(config)

@@ -35,6 +35,8 @@ __all__ = [
 _ACTION_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PARAM_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_PARAM_LEN: Final = 4096
+# names the SDK and the shim use for their own arguments
+_RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action"})
 
 
 def _placeholders(template: str) -> list[str]:
@@ -144,7 +146,7 @@ def _check_action(name: str, spec: ActionSpec, where: str, cfg: Config) -> list[
     if not _ACTION_NAME.match(name):
         problems.append(f"{where}: action name must be letters, digits, '.', '_' or '-'")
     for pname in spec.params:
-        if not _PARAM_NAME.match(pname) or pname == "body":
+        if not _PARAM_NAME.match(pname) or pname in _RESERVED_PARAMS:
             problems.append(f"{where}.params.{pname}: not a valid parameter name")
     cred = spec.credential
     if spec.approval == "ciba":
@@ -234,6 +236,13 @@ def compile_policy(cfg: Config) -> Policy:
         for pat in rule.actions:
             if not any(fnmatch.fnmatchcase(a, pat) for a in cfg.actions):
                 problems.append(f"{where}.actions: {pat!r} matches no defined action")
+    if cfg.auth0 is not None:
+        from aegisd.auth0.http import issuer_from_config
+
+        try:
+            issuer_from_config(cfg.auth0)
+        except ConfigError as exc:
+            problems.append(f"{src}: key {exc.message}")
     compiled: dict[str, CompiledAction] = {}
     for name, spec in cfg.actions.items():
         where = f"{src}: key actions.{name}"

@@ -64,50 +64,50 @@ class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 # ---- client -> daemon -------------------------------------------------------------------
 
 
-class Hello(_Msg, tag="hello", kw_only=True):
+class Hello(_Msg, tag="hello", frozen=True, kw_only=True):
     protocol: str = PROTOCOL
     client: str = ""
 
 
-class Authorize(_Msg, tag="authorize", kw_only=True):
+class Authorize(_Msg, tag="authorize", frozen=True, kw_only=True):
     id: int
     action: str
     params: dict[str, str] = {}
 
 
-class Proxy(_Msg, tag="proxy", kw_only=True):
+class Proxy(_Msg, tag="proxy", frozen=True, kw_only=True):
     id: int
     action: str
     params: dict[str, str] = {}
     body: bytes | None = None
 
 
-class Cancel(_Msg, tag="cancel", kw_only=True):
+class Cancel(_Msg, tag="cancel", frozen=True, kw_only=True):
     """Withdraw this connection's own request ``id``."""
 
     id: int
 
 
-class ListActions(_Msg, tag="list_actions", kw_only=True):
+class ListActions(_Msg, tag="list_actions", frozen=True, kw_only=True):
     id: int
 
 
-class Status(_Msg, tag="status", kw_only=True):
+class Status(_Msg, tag="status", frozen=True, kw_only=True):
     id: int
 
 
-class ListPending(_Msg, tag="list_pending", kw_only=True):
+class ListPending(_Msg, tag="list_pending", frozen=True, kw_only=True):
     id: int
 
 
-class CancelPending(_Msg, tag="cancel_pending", kw_only=True):
+class CancelPending(_Msg, tag="cancel_pending", frozen=True, kw_only=True):
     """Operator: withdraw a pending approval by its ``PendingInfo.pending_id`` (any caller's)."""
 
     id: int
     pending_id: str
 
 
-class Lock(_Msg, tag="lock", kw_only=True):
+class Lock(_Msg, tag="lock", frozen=True, kw_only=True):
     """Operator: cancel every pending approval and forget every remembered one."""
 
     id: int
@@ -128,13 +128,13 @@ class PeerInfo(msgspec.Struct, frozen=True, kw_only=True):
     caller: str | None = None
 
 
-class Welcome(_Msg, tag="welcome", kw_only=True):
+class Welcome(_Msg, tag="welcome", frozen=True, kw_only=True):
     protocol: str
     daemon_version: str
     peer: PeerInfo
 
 
-class Pending(_Msg, tag="pending", kw_only=True):
+class Pending(_Msg, tag="pending", frozen=True, kw_only=True):
     id: int
     binding_message: str
     expires_at: float
@@ -153,19 +153,19 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
         return f"Grant(token_type={self.token_type!r}, kind={self.kind!r}, access_token=<hidden>)"
 
 
-class Granted(_Msg, tag="granted", kw_only=True):
+class Granted(_Msg, tag="granted", frozen=True, kw_only=True):
     id: int
     grant: Grant
 
 
-class ProxyResponse(_Msg, tag="proxy_response", kw_only=True):
+class ProxyResponse(_Msg, tag="proxy_response", frozen=True, kw_only=True):
     id: int
     status: int
     headers: dict[str, str] = {}
     body: bytes = b""
 
 
-class Error(_Msg, tag="error", kw_only=True):
+class Error(_Msg, tag="error", frozen=True, kw_only=True):
     code: str
     message: str
     id: int | None = None
@@ -181,7 +181,7 @@ class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
     body: bool = False
 
 
-class Actions(_Msg, tag="actions", kw_only=True):
+class Actions(_Msg, tag="actions", frozen=True, kw_only=True):
     id: int
     actions: list[ActionInfo]
 
@@ -197,18 +197,18 @@ class PendingInfo(msgspec.Struct, frozen=True, kw_only=True):
     waiters: int = 1
 
 
-class PendingList(_Msg, tag="pending_list", kw_only=True):
+class PendingList(_Msg, tag="pending_list", frozen=True, kw_only=True):
     id: int
     pending: list[PendingInfo]
 
 
-class Locked(_Msg, tag="locked", kw_only=True):
+class Locked(_Msg, tag="locked", frozen=True, kw_only=True):
     id: int
     cancelled: int
     forgotten: int
 
 
-class StatusReport(_Msg, tag="status_report", kw_only=True):
+class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     id: int
     daemon_version: str
     pid: int

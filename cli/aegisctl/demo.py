@@ -1,0 +1,222 @@
+"""``aegisctl demo``: the whole chain on this machine, no Auth0 account needed.
+
+Owns the demo's choreography: a temporary directory, the dev tenant and aegisd as real
+subprocesses, a real MCP client (the official SDK over stdio) driving ``aegis-mcp``, one
+read-only call and one call that needs approval (the phone page URL on a terminal, automatic
+approval otherwise), then ``status``, the audit tail and ``audit verify``, and a cleanup that
+leaves no process or file behind. It acts outside the daemon (starts processes, writes a temp
+dir) and never touches the user's real config, socket or keyring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import click
+import trio
+
+_READY_TIMEOUT = 20.0
+
+
+def _bin(name: str) -> str:
+    """The console script next to this interpreter (the venv's), else on PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else (shutil.which(name) or name)
+
+
+def _say(text: str = "", *, bold: bool = False) -> None:
+    click.echo(click.style(text, bold=True) if bold else text)
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process that is always terminated (SIGTERM, then SIGKILL) on exit."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for(predicate: object, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while not predicate():
+        if proc.poll() is not None:
+            raise click.ClickException(
+                f"{what} exited early (code {proc.returncode}):\n{log.read_text()[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{what} did not become ready in {_READY_TIMEOUT:.0f} s")
+        time.sleep(0.05)
+
+
+def _secrets_env(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+async def _drive_shim(socket: Path, repo: str, interactive: bool, phone_url: str) -> int:
+    """A real MCP client session against aegis-mcp; returns the number of failed steps."""
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(
+        command=_bin("aegis-mcp"),
+        args=["--socket", str(socket)],
+        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")},
+    )
+    failures = 0
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        tools = (await session.list_tools()).tools
+        names = [t.name for t in tools]
+        _say(f"MCP tools offered by aegis-mcp: {', '.join(names)}", bold=True)
+        read_tool = next((n for n in names if n.endswith("read")), None)
+        delete_tool = next((n for n in names if n.endswith("delete")), None)
+        if read_tool is None or delete_tool is None:
+            raise click.ClickException(f"the demo tools are missing from {names}")
+
+        _say(f"\n1) {read_tool}: no approval needed, the daemon makes the request", bold=True)
+        result = await session.call_tool(read_tool, {})
+        _say(_render(result))
+        failures += bool(result.isError)
+
+        _say(f"\n2) {delete_tool} repo={repo}: needs your approval", bold=True)
+        if interactive:
+            _say(f"   Open the phone page and press Approve: {phone_url}")
+        else:
+            _say("   (not on a terminal: the dev tenant approves automatically in a moment)")
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            if message:
+                _say(f"   … {message}")
+
+        with trio.fail_after(300):
+            result = await session.call_tool(
+                delete_tool, {"repo": repo}, progress_callback=progress
+            )
+        _say(_render(result))
+        failures += bool(result.isError)
+    return failures
+
+
+def _render(result: object) -> str:
+    structured = getattr(result, "structuredContent", None)
+    if structured is not None:
+        return "   " + json.dumps(structured, indent=2).replace("\n", "\n   ")
+    content = getattr(result, "content", [])
+    return "\n".join("   " + getattr(c, "text", str(c)) for c in content)
+
+
+def _run_cli(args: list[str], socket: Path, config: Path) -> int:
+    cmd = [_bin("aegisctl"), "--socket", str(socket), "--config", str(config), *args]
+    return subprocess.run(cmd, check=False).returncode
+
+
+@click.command()
+@click.option(
+    "--interactive/--auto",
+    default=None,
+    help="Wait for you to approve on the phone page (default when on a terminal), "
+    "or approve automatically after a short delay.",
+)
+@click.option("--repo", default="hello-world", show_default=True, help="Demo repo to delete.")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (logs, audit).")
+def demo(interactive: bool | None, repo: str, keep: bool) -> None:
+    """Run the dev tenant, aegisd and aegis-mcp, and walk one approval through.
+
+    Starts processes and writes a temporary directory; touches nothing of your real setup.
+    """
+    if interactive is None:
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="aegis-demo-"))
+    state = workdir / "tenant"
+    failures = 0
+    try:
+        with ExitStack() as stack:
+            tenant_argv = [_bin("aegisctl"), "dev-tenant", "--port", "0", "--state-dir", str(state)]
+            tenant_argv += ["--interval", "1"]
+            if not interactive:
+                tenant_argv += ["--auto-approve-ms", "1500"]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")}
+            tenant_log = workdir / "dev-tenant.log"
+            tenant = stack.enter_context(_process(tenant_argv, env, tenant_log))
+            config = state / "aegisd.toml"
+            secrets = state / "secrets.env"
+            _wait_for(
+                lambda: config.exists() and secrets.exists(), "dev tenant", tenant, tenant_log
+            )
+            from aegisd.config import load_config
+
+            cfg = load_config(config)
+            socket = cfg.socket_path()
+            assert cfg.auth0 is not None and cfg.auth0.issuer is not None
+            phone_url = cfg.auth0.issuer
+            _wait_for(
+                lambda: _http_ok(phone_url + ".well-known/openid-configuration"),
+                "dev tenant",
+                tenant,
+                tenant_log,
+            )
+            _say(f"dev tenant: {cfg.auth0.issuer} (phone page {phone_url})", bold=True)
+
+            # Only the daemon gets the dev tenant's secrets, through its environment
+            # (backend "env", dev only); the shim and the client never see them.
+            daemon_env = dict(env, **_secrets_env(secrets))
+            daemon_log = workdir / "aegisd.log"
+            daemon = stack.enter_context(
+                _process([_bin("aegisd"), "--config", str(config)], daemon_env, daemon_log)
+            )
+            _wait_for(socket.exists, "aegisd", daemon, daemon_log)
+            _say(f"aegisd: listening on {socket}", bold=True)
+
+            failures += trio.run(_drive_shim, socket, repo, interactive, phone_url)
+
+            _say("\n3) aegisctl status", bold=True)
+            failures += _run_cli(["status"], socket, config) != 0
+            _say("\n4) aegisctl audit tail", bold=True)
+            _run_cli(["audit", "tail", "-n", "12"], socket, config)
+            _say("\n5) aegisctl audit verify", bold=True)
+            failures += _run_cli(["audit", "verify"], socket, config) != 0
+    finally:
+        if keep:
+            _say(f"\nkept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    if failures:
+        raise click.ClickException(f"demo finished with {failures} failed step(s)")
+    _say(f"\ndemo complete in {elapsed:.1f} s; everything stopped and cleaned up", bold=True)
+
+
+def _http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False

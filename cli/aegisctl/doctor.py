@@ -1,0 +1,309 @@
+"""``aegisctl doctor``: check an installation end to end and say how to fix what is wrong.
+
+Owns the list of checks and their verdicts (ok / warn / fail, each with a fix). It reads the
+config file, the socket and directory modes, the audit log, the secret store (presence only,
+never values), Auth0 discovery over HTTP, the clock against the server's ``Date`` header, and
+the service manager's view. Some checks act outside the daemon (the file system, keyring,
+network); it never changes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Literal
+
+import click
+import httpx
+import trio
+
+from aegisctl.context import CliContext, pass_cli
+from aegisd.audit import verify_files
+from aegisd.client import AegisClient
+from aegisd.config import Config, load_config
+from aegisd.errors import AegisError, ConfigError
+from aegisd.policy import compile_policy
+from aegisd.secrets import needed_secrets, open_secret_store
+
+Verdict = Literal["ok", "warn", "fail"]
+_MAX_SKEW_WARN = 30.0
+_MAX_SKEW_FAIL = 120.0
+
+
+@dataclass
+class Check:
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str = ""
+
+
+async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
+    checks: list[Check] = []
+    path = cli.config_file()
+    cfg: Config | None = None
+    try:
+        cfg = load_config(cli.config_path)
+        compile_policy(cfg)
+        exists = path.exists()
+        checks.append(
+            Check(
+                "config",
+                "ok" if exists else "warn",
+                f"{path} is valid" if exists else f"{path} does not exist; using defaults",
+                "" if exists else "write a config (see docs/CONFIG.md) or run the dev tenant",
+            )
+        )
+    except ConfigError as exc:
+        checks.append(
+            Check("config", "fail", "; ".join(exc.problems[:5]), "fix the keys named above")
+        )
+    if cfg is not None and not cfg.callers:
+        checks.append(
+            Check(
+                "callers",
+                "warn",
+                "no [[callers]] rules: no process may request any action (default deny)",
+                "add a [[callers]] rule naming the MCP shim or your program",
+            )
+        )
+    socket = cli.socket()
+    checks.append(_socket_dir_check(socket))
+    checks.append(await _daemon_check(socket, timeout))
+    if cfg is not None:
+        checks.append(_audit_check(cfg))
+        checks.extend(await _secrets_checks(cfg))
+        if cfg.auth0 is not None:
+            checks.extend(await _auth0_checks(cfg, timeout))
+        else:
+            checks.append(
+                Check(
+                    "auth0",
+                    "warn",
+                    "no [auth0] section: actions that need approval cannot run",
+                    "see docs/AUTH0.md to set up a tenant, or `aegisctl dev-tenant` to try",
+                )
+            )
+    checks.append(_service_check())
+    return checks
+
+
+def _socket_dir_check(socket: Path) -> Check:
+    directory = socket.parent
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return Check(
+            "socket-dir", "warn", f"{directory} does not exist yet", "aegisd creates it at start"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or mode & 0o077:
+        return Check(
+            "socket-dir",
+            "fail",
+            f"{directory}: owner uid {st.st_uid}, mode {mode:o} (must be yours and 700)",
+            f"chmod 700 {directory} (or remove it and let aegisd recreate it)",
+        )
+    return Check("socket-dir", "ok", f"{directory} is private (700)")
+
+
+async def _daemon_check(socket: Path, timeout: float) -> Check:
+    try:
+        st = os.lstat(socket)
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o177:
+            return Check(
+                "socket",
+                "fail",
+                f"{socket} has mode {mode:o}",
+                "must be 600: for systemd set SocketMode=0600",
+            )
+    except FileNotFoundError:
+        return Check(
+            "daemon",
+            "fail",
+            f"nothing at {socket}: aegisd is not running",
+            "start it with `aegisd` or `aegisctl service install`",
+        )
+    try:
+        with trio.fail_after(timeout):
+            async with AegisClient(socket, client_name="aegisctl-doctor") as c:
+                report = await c.status()
+    except (AegisError, trio.TooSlowError) as exc:
+        msg = exc.message if isinstance(exc, AegisError) else "timed out"
+        return Check(
+            "daemon", "fail", f"{socket}: {msg}", "start it with `aegisd` or check its log"
+        )
+    return Check(
+        "daemon", "ok", f"aegisd {report.daemon_version} (pid {report.pid}) answers on {socket}"
+    )
+
+
+def _audit_check(cfg: Config) -> Check:
+    path = cfg.audit_path()
+    if not path.exists():
+        return Check("audit", "warn", f"{path} does not exist yet", "aegisd creates it at start")
+    result = verify_files(path)
+    if result.ok:
+        return Check("audit", "warn" if result.warnings else "ok", result.summary())
+    return Check(
+        "audit",
+        "fail",
+        result.summary(),
+        "the log was changed outside aegisd; keep a copy for investigation",
+    )
+
+
+async def _secrets_checks(cfg: Config) -> list[Check]:
+    checks: list[Check] = []
+    if cfg.secrets.backend == "env":
+        checks.append(
+            Check(
+                "secrets-backend",
+                "warn",
+                'backend "env": secrets come from AEGIS_SECRET_* variables (tests and dev only)',
+                'use backend = "keyring" and `aegisctl secrets set NAME`',
+            )
+        )
+    try:
+        store = open_secret_store(cfg.secrets)
+        describe = getattr(store, "describe", None)
+        if describe is not None:
+            checks.append(Check("secrets-backend", "ok", f"keyring backend {await describe()}"))
+        for name in needed_secrets(cfg):
+            if await store.present(name):
+                checks.append(Check(f"secret:{name}", "ok", "present"))
+            else:
+                checks.append(
+                    Check(f"secret:{name}", "fail", "missing", f"aegisctl secrets set {name}")
+                )
+    except AegisError as exc:
+        checks.append(
+            Check("secrets-backend", "fail", exc.message, "see docs/OPERATIONS.md (keyring)")
+        )
+    return checks
+
+
+async def _auth0_checks(cfg: Config, timeout: float) -> list[Check]:
+    from aegisd.auth0.http import issuer_from_config
+
+    assert cfg.auth0 is not None
+    try:
+        issuer = issuer_from_config(cfg.auth0)
+    except ConfigError as exc:
+        return [Check("auth0", "fail", exc.message, "fix [auth0] domain/issuer")]
+    url = issuer + ".well-known/openid-configuration"
+    checks: list[Check] = []
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
+            started = time.time()
+            response = await http.get(url)
+            local = (started + time.time()) / 2
+    except httpx.HTTPError as exc:
+        return [
+            Check(
+                "auth0-discovery",
+                "fail",
+                f"{url} unreachable ({type(exc).__name__})",
+                "check the network and [auth0] domain/issuer",
+            )
+        ]
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if response.status_code != 200 or not isinstance(doc, dict):
+        return [
+            Check(
+                "auth0-discovery",
+                "fail",
+                f"{url} answered {response.status_code} without a discovery document",
+                "check [auth0] domain/issuer",
+            )
+        ]
+    checks.append(Check("auth0-discovery", "ok", f"{url} reachable"))
+    modes = doc.get("backchannel_token_delivery_modes_supported") or []
+    if "poll" in modes and doc.get("backchannel_authentication_endpoint"):
+        checks.append(Check("auth0-ciba", "ok", "CIBA poll mode advertised"))
+    else:
+        checks.append(
+            Check(
+                "auth0-ciba",
+                "fail",
+                "the tenant does not advertise CIBA poll mode",
+                "enable CIBA for the tenant/app (Enterprise plan or add-on), see docs/AUTH0.md",
+            )
+        )
+    date = response.headers.get("date")
+    if date:
+        try:
+            skew = abs(parsedate_to_datetime(date).timestamp() - local)
+        except (TypeError, ValueError):
+            skew = None
+        if skew is not None:
+            verdict: Verdict = (
+                "ok" if skew < _MAX_SKEW_WARN else "warn" if skew < _MAX_SKEW_FAIL else "fail"
+            )
+            checks.append(
+                Check(
+                    "clock",
+                    verdict,
+                    f"clock differs from the tenant's by {skew:.0f} s",
+                    "" if verdict == "ok" else "enable NTP (timedatectl set-ntp true)",
+                )
+            )
+    return checks
+
+
+def _service_check() -> Check:
+    if sys.platform == "darwin":  # pragma: no cover - macOS only
+        tool = shutil.which("launchctl")
+        cmd = [tool or "launchctl", "print", f"gui/{os.getuid()}/dev.aegis.aegisd"]
+    else:
+        tool = shutil.which("systemctl")
+        cmd = [tool or "systemctl", "--user", "is-active", "aegisd.socket", "aegisd.service"]
+    if tool is None:
+        return Check("service", "warn", "no service manager found", "run aegisd by hand")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return Check("service", "warn", "service manager did not answer", "")
+    if out.returncode == 0:
+        return Check("service", "ok", "installed and active")
+    return Check(
+        "service",
+        "warn",
+        "not installed as a user service (or not active)",
+        "aegisctl service install",
+    )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds per network check.")
+@pass_cli
+def doctor(cli: CliContext, as_json: bool, timeout: float) -> None:
+    """Check config, socket, daemon, audit, secrets, Auth0, clock and service.
+
+    Reads files, the keyring and the network as well as the socket; changes nothing.
+    """
+    checks = trio.run(_check_all, cli, timeout)
+    failed = any(c.verdict == "fail" for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+        for c in checks:
+            click.echo(f"{marks[c.verdict]} {c.name}: {c.detail}")
+            if c.fix and c.verdict != "ok":
+                click.echo(f"       fix: {c.fix}")
+    if failed:
+        raise click.exceptions.Exit(1)
