@@ -125,7 +125,9 @@ def _activated_fd() -> tuple[int, str] | None:
         if n >= 1:
             return SD_LISTEN_FDS_START, "systemd"
     if sys.platform == "darwin":  # pragma: no cover - needs launchd
-        fd = _launchd_fd("Listeners")
+        from aegisd.service_files import LAUNCHD_SOCKET_KEY
+
+        fd = _launchd_fd(LAUNCHD_SOCKET_KEY)
         if fd is not None:
             return fd, "launchd"
     return None

@@ -1,0 +1,480 @@
+"""``aegisctl service install|uninstall|status``: run aegisd under systemd (user) or launchd.
+
+Owns the install plan: which files go where for this installation (the ``aegisd`` next to this
+Python, the resolved config file, the socket), which ``systemctl --user`` or ``launchctl``
+commands follow, and how ``uninstall`` reverses them. Plans are plain data (``plan_install``,
+``plan_uninstall``) so that ``--dry-run`` prints exactly what a real run would do. File
+contents come from ``aegisd.service_files``; commands run through an injectable ``Runner`` so
+tests never touch the real service manager. This module acts outside the daemon: it never opens
+the daemon's socket, and it never reads or writes a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import click
+import platformdirs.macos
+
+from aegisctl.context import CliContext, pass_cli
+from aegisd.config import APP, Config, load_config
+from aegisd.errors import ConfigError
+from aegisd.service_files import (
+    LAUNCHD_LABEL,
+    LAUNCHD_PLIST,
+    SYSTEMD_SERVICE,
+    SYSTEMD_SOCKET,
+    render_launchd_plist,
+    render_systemd_service,
+    render_systemd_socket,
+)
+
+__all__ = [
+    "Installation",
+    "MakeDir",
+    "RemoveFile",
+    "Run",
+    "RunResult",
+    "Runner",
+    "Step",
+    "WriteFile",
+    "detect_installation",
+    "installed_files",
+    "make_service_group",
+    "plan_install",
+    "plan_uninstall",
+    "service",
+    "status_commands",
+    "subprocess_runner",
+]
+
+Platform = Literal["linux", "macos"]
+PLATFORMS: Final[tuple[Platform, ...]] = ("linux", "macos")
+COMMAND_TIMEOUT: Final = 60.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+Runner = Callable[[Sequence[str]], RunResult]
+
+
+def subprocess_runner(argv: Sequence[str]) -> RunResult:
+    """Run a service-manager command, capturing its output (never a secret in argv)."""
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+        )
+    except FileNotFoundError:
+        return RunResult(127, "", f"{argv[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return RunResult(124, "", f"{argv[0]}: no answer within {COMMAND_TIMEOUT:g} s")
+    return RunResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: Path
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class MakeDir:
+    path: Path
+    mode: int
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Run:
+    argv: tuple[str, ...]
+    # False for commands whose failure only means "there was nothing to undo".
+    check: bool = True
+
+
+Step = WriteFile | MakeDir | RemoveFile | Run
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Everything the plans depend on, resolved once (tests build one directly)."""
+
+    platform: Platform
+    home: Path
+    uid: int
+    user: str
+    aegisd: Path
+    config: Path
+    socket: Path | None  # None: the platform default (systemd: %t/aegis/aegisd.sock)
+    xdg_config_home: Path | None = None
+
+    @property
+    def unit_dir(self) -> Path:
+        return (self.xdg_config_home or self.home / ".config") / "systemd" / "user"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.home / "Library" / "LaunchAgents"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "Library" / "Logs" / APP / "aegisd.log"
+
+    @property
+    def launchd_socket(self) -> Path:
+        if self.socket is not None:
+            return self.socket
+        # platformdirs' macOS user_runtime_dir (what aegisd uses by default there), spelled
+        # out from this home so that a dry run on Linux shows the macOS path too.
+        return self.home / "Library" / "Caches" / "TemporaryItems" / APP / "aegisd.sock"
+
+    @property
+    def launchd_target(self) -> str:
+        return f"gui/{self.uid}"
+
+
+def host_platform() -> Platform | None:
+    if sys.platform == "darwin":
+        return "macos"
+    if sys.platform.startswith("linux"):
+        return "linux"
+    return None
+
+
+def detect_installation(
+    cli: CliContext, platform: Platform, aegisd: str | None = None
+) -> tuple[Installation, Config]:
+    """Resolve the paths for this installation and check the config the service will use.
+
+    Raises:
+        ConfigError: no ``aegisd`` executable, or the config file is missing or invalid (the
+            service passes ``--config`` explicitly, so it would refuse to start).
+    """
+    exe = Path(aegisd) if aegisd else Path(sys.executable).parent / "aegisd"
+    # Keep the venv's own path: resolving the symlinked python would leave the venv.
+    exe = Path(os.path.abspath(exe.expanduser()))
+    if not (exe.is_file() and os.access(exe, os.X_OK)):
+        raise ConfigError(
+            f"{exe}: no aegisd executable there; install aegis into this environment, or pass "
+            "--aegisd PATH"
+        )
+    config_path = cli.config_file()
+    if cli.config_path is None and "AEGIS_CONFIG" not in os.environ and platform == "macos":
+        config_path = Path(platformdirs.macos.MacOS(APP).user_config_dir) / "aegisd.toml"
+    config_path = Path(os.path.abspath(config_path))
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{config_path}: config file not found; write it first (docs/CONFIG.md). The "
+            "service runs aegisd with --config set to this path."
+        )
+    config = load_config(config_path)
+    socket = Path(os.path.abspath(config.socket_path())) if config.daemon.socket else None
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    inst = Installation(
+        platform=platform,
+        home=Path.home(),
+        uid=os.getuid(),
+        user=getpass.getuser(),
+        aegisd=exe,
+        config=config_path,
+        socket=socket,
+        xdg_config_home=Path(xdg) if xdg and platform == "linux" else None,
+    )
+    return inst, config
+
+
+def installed_files(inst: Installation) -> dict[Path, bytes]:
+    """The files ``install`` writes, with the content it would write now."""
+    if inst.platform == "linux":
+        socket = str(inst.socket) if inst.socket else None
+        return {
+            inst.unit_dir / SYSTEMD_SERVICE: render_systemd_service(
+                str(inst.aegisd), str(inst.config)
+            ).encode(),
+            inst.unit_dir / SYSTEMD_SOCKET: render_systemd_socket(socket).encode(),
+        }
+    plist = render_launchd_plist(
+        str(inst.aegisd), str(inst.config), str(inst.launchd_socket), str(inst.log_file)
+    )
+    return {inst.agents_dir / LAUNCHD_PLIST: plist}
+
+
+def _systemctl(*args: str) -> tuple[str, ...]:
+    return ("systemctl", "--user", *args)
+
+
+def plan_install(inst: Installation) -> list[Step]:
+    files = installed_files(inst)
+    if inst.platform == "linux":
+        return [
+            MakeDir(inst.unit_dir, 0o755),
+            *(WriteFile(path, content) for path, content in files.items()),
+            Run(_systemctl("daemon-reload")),
+            Run(_systemctl("enable", "--now", SYSTEMD_SOCKET)),
+            # A daemon already running keeps its old ExecStart until restarted.
+            Run(_systemctl("try-restart", SYSTEMD_SERVICE)),
+        ]
+    service = f"{inst.launchd_target}/{LAUNCHD_LABEL}"
+    [(plist_path, plist)] = files.items()
+    return [
+        MakeDir(inst.agents_dir, 0o755),
+        MakeDir(inst.log_file.parent, 0o700),
+        # aegisd checks that its socket directory is private; launchd only creates the socket.
+        MakeDir(inst.launchd_socket.parent, 0o700),
+        # bootstrap refuses a label that is already loaded: unload an older copy first.
+        Run(("launchctl", "bootout", service), check=False),
+        WriteFile(plist_path, plist),
+        Run(("launchctl", "enable", service)),
+        Run(("launchctl", "bootstrap", inst.launchd_target, str(plist_path))),
+    ]
+
+
+def plan_uninstall(inst: Installation) -> list[Step]:
+    files = list(installed_files(inst))
+    if inst.platform == "linux":
+        return [
+            Run(_systemctl("disable", "--now", SYSTEMD_SOCKET, SYSTEMD_SERVICE), check=False),
+            *(RemoveFile(path) for path in files),
+            Run(_systemctl("daemon-reload")),
+        ]
+    return [
+        Run(("launchctl", "bootout", f"{inst.launchd_target}/{LAUNCHD_LABEL}"), check=False),
+        *(RemoveFile(path) for path in files),
+    ]
+
+
+def status_commands(inst: Installation) -> list[tuple[str, ...]]:
+    if inst.platform == "linux":
+        return [
+            _systemctl("--no-pager", "--lines=0", "status", SYSTEMD_SOCKET, SYSTEMD_SERVICE),
+            ("loginctl", "show-user", inst.user, "--property=Linger"),
+        ]
+    return [("launchctl", "print", f"{inst.launchd_target}/{LAUNCHD_LABEL}")]
+
+
+def _linger_note(inst: Installation) -> str:
+    return (
+        "aegisd starts on the first connection to its socket and stops with your session.\n"
+        "On a headless box, keep your user manager running without a login:\n"
+        f"    loginctl enable-linger {shlex.quote(inst.user)}\n"
+        "Without a login nothing unlocks the login keyring: see docs/OPERATIONS.md, "
+        '"Keyring on a headless machine".'
+    )
+
+
+def _macos_note(inst: Installation) -> str:
+    return (
+        f"aegisd runs in your GUI session ({inst.launchd_target}) and logs to {inst.log_file}.\n"
+        "On a headless Mac, turn on automatic login so the session (and the login Keychain)\n"
+        "exists after a reboot."
+    )
+
+
+def _describe(step: Step, *, done: bool = False) -> str:
+    if isinstance(step, WriteFile):
+        return f"{'wrote' if done else 'write'} {step.path} (mode {step.mode:04o})"
+    if isinstance(step, MakeDir):
+        return f"{'created' if done else 'create'} directory {step.path} (mode {step.mode:04o})"
+    if isinstance(step, RemoveFile):
+        return f"{'removed' if done else 'remove'} {step.path}"
+    note = "" if step.check or done else "  (a failure here is ignored)"
+    return f"{'ran' if done else 'run'}: {shlex.join(step.argv)}{note}"
+
+
+def _write_atomically(path: Path, content: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def apply(steps: Sequence[Step], runner: Runner, *, dry_run: bool) -> None:
+    """Carry out (or, with ``dry_run``, only print) each step in order.
+
+    Raises:
+        click.ClickException: a checked command failed or a file could not be written; the
+            steps after it are not run.
+    """
+    for step in steps:
+        if dry_run:
+            click.echo(f"would {_describe(step)}")
+            if isinstance(step, WriteFile):
+                for line in step.content.decode().splitlines():
+                    click.echo(f"    {line}")
+            continue
+        try:
+            if isinstance(step, MakeDir):
+                step.path.mkdir(mode=step.mode, parents=True, exist_ok=True)
+            elif isinstance(step, WriteFile):
+                _write_atomically(step.path, step.content, step.mode)
+            elif isinstance(step, RemoveFile):
+                try:
+                    step.path.unlink()
+                except FileNotFoundError:
+                    click.echo(f"(already absent: {step.path})")
+                    continue
+        except OSError as exc:
+            raise click.ClickException(f"{_describe(step)}: {exc.strerror}") from None
+        if isinstance(step, Run):
+            result = runner(step.argv)
+            if result.returncode != 0:
+                detail = (result.stderr or result.stdout).strip()
+                if step.check:
+                    raise click.ClickException(
+                        f"`{shlex.join(step.argv)}` failed (exit {result.returncode}): {detail}"
+                    )
+                click.echo(f"ran: {shlex.join(step.argv)} (exit {result.returncode}, ignored)")
+                continue
+        click.echo(_describe(step, done=True))
+
+
+def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
+    """The ``service`` command group, running commands through ``runner``."""
+
+    platform_option = click.option(
+        "--platform",
+        type=click.Choice(PLATFORMS),
+        default=None,
+        help="Service manager to target (default: this machine's). Another one needs --dry-run.",
+    )
+    aegisd_option = click.option(
+        "--aegisd",
+        "aegisd",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The aegisd executable the service runs (default: the one next to this Python).",
+    )
+    dry_run_option = click.option(
+        "--dry-run", is_flag=True, help="Print every file and command; change nothing."
+    )
+
+    def choose(platform: Platform | None, dry_run: bool) -> Platform:
+        host = host_platform()
+        chosen = platform or host
+        if chosen is None:
+            raise click.UsageError(
+                f"no service manager support for {sys.platform}; try --platform with --dry-run"
+            )
+        if chosen != host and not dry_run:
+            raise click.UsageError(f"--platform {chosen} on this machine needs --dry-run")
+        return chosen
+
+    @click.group()
+    def service() -> None:
+        """Install aegisd as a per-user service (systemd --user or a launchd agent).
+
+        Acts on the service manager, not through the daemon.
+        """
+
+    @service.command()
+    @platform_option
+    @aegisd_option
+    @dry_run_option
+    @pass_cli
+    def install(
+        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+    ) -> None:
+        """Write the unit files (or plist) for this installation and start the socket."""
+        inst, _ = detect_installation(cli, choose(platform, dry_run), aegisd)
+        apply(plan_install(inst), runner, dry_run=dry_run)
+        click.echo("")
+        click.echo(_linger_note(inst) if inst.platform == "linux" else _macos_note(inst))
+
+    @service.command()
+    @platform_option
+    @aegisd_option
+    @dry_run_option
+    @pass_cli
+    def uninstall(
+        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+    ) -> None:
+        """Stop aegisd, disable it and remove the files that install wrote."""
+        inst = _installation_for_removal(cli, choose(platform, dry_run), aegisd)
+        apply(plan_uninstall(inst), runner, dry_run=dry_run)
+
+    @service.command()
+    @platform_option
+    @aegisd_option
+    @dry_run_option
+    @pass_cli
+    def status(
+        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+    ) -> None:
+        """Show whether the files are installed and current, and the manager's view."""
+        inst = _installation_for_removal(cli, choose(platform, dry_run), aegisd)
+        for path, content in installed_files(inst).items():
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                state = "not installed"
+            else:
+                state = (
+                    "installed"
+                    if current == content
+                    else ("installed, but differs from what `aegisctl service install` writes now")
+                )
+            click.echo(f"{path}: {state}")
+        for argv in status_commands(inst):
+            if dry_run:
+                click.echo(f"would run: {shlex.join(argv)}")
+                continue
+            result = runner(argv)
+            click.echo(f"$ {shlex.join(argv)}  (exit {result.returncode})")
+            text = (result.stdout + result.stderr).rstrip()
+            if text:
+                click.echo(text)
+
+    return service
+
+
+def _installation_for_removal(
+    cli: CliContext, platform: Platform, aegisd: str | None
+) -> Installation:
+    """Like ``detect_installation``, but a missing or broken config must not block removal."""
+    try:
+        inst, _ = detect_installation(cli, platform, aegisd)
+    except ConfigError:
+        # Only the file *locations* matter for uninstall and status, and they do not depend on
+        # the config unless it moved the socket (which only changes file contents).
+        xdg = os.environ.get("XDG_CONFIG_HOME")
+        inst = Installation(
+            platform=platform,
+            home=Path.home(),
+            uid=os.getuid(),
+            user=getpass.getuser(),
+            aegisd=Path(os.path.abspath(aegisd or Path(sys.executable).parent / "aegisd")),
+            config=Path(os.path.abspath(cli.config_file())),
+            socket=None,
+            xdg_config_home=Path(xdg) if xdg and platform == "linux" else None,
+        )
+    return inst
+
+
+service = make_service_group()
