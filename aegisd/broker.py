@@ -26,6 +26,7 @@ import trio
 
 from aegisd import proxy
 from aegisd.audit import fingerprint
+from aegisd.auth0.tokens import Approval, CibaStart, Credential
 from aegisd.config import CallerRule, CredentialSpec
 from aegisd.errors import (
     AegisError,
@@ -55,35 +56,6 @@ __all__ = ["Approver", "Broker", "Recorder", "RequestContext"]
 log = logging.getLogger(__name__)
 
 
-class _Start(Protocol):
-    @property
-    def auth_req_id(self) -> str: ...
-    @property
-    def expires_at(self) -> float: ...
-
-
-class _Approval(Protocol):
-    @property
-    def sub(self) -> str: ...
-
-
-class _Credential(Protocol):
-    @property
-    def access_token(self) -> str: ...
-    @property
-    def token_type(self) -> str: ...
-    @property
-    def expires_at(self) -> float | None: ...
-    @property
-    def scope(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def connection(self) -> str | None: ...
-    @property
-    def path(self) -> str: ...
-
-
 class Approver(Protocol):
     """What the broker needs from the Auth0 client (``aegisd.auth0.client.Auth0Client``)."""
 
@@ -93,11 +65,11 @@ class Approver(Protocol):
         binding_message: str,
         authorization_details: list[dict[str, object]] | None = None,
         offline_access: bool = False,
-    ) -> _Start: ...
+    ) -> CibaStart: ...
 
-    async def wait_approval(self, start: _Start) -> _Approval: ...
+    async def wait_approval(self, start: CibaStart) -> Approval: ...
 
-    async def obtain_credential(self, spec: CredentialSpec, approval: _Approval) -> _Credential: ...
+    async def obtain_credential(self, spec: CredentialSpec, approval: Approval) -> Credential: ...
 
 
 class Recorder(Protocol):
@@ -128,7 +100,7 @@ class _PendingApproval:
     policy: Policy
     waiters: int = 0
     claimed: bool = False
-    outcome: _Approval | AegisError | None = None
+    outcome: Approval | AegisError | None = None
     cancel_reason: AegisError | None = None
     launch_cancelled: bool = False
     started: trio.Event = field(default_factory=trio.Event)
@@ -167,6 +139,7 @@ class Broker:
         max_pending_per_caller: int = 32,
         ciba_starts_per_minute: int = 5,
         authorization_details: bool = False,
+        offline_access: bool = False,
     ) -> None:
         self._approver = approver
         self._record = record
@@ -175,9 +148,10 @@ class Broker:
         self._caps = PendingCaps(max_pending, max_pending_per_caller)
         self._window = SlidingWindow(ciba_starts_per_minute, 60.0)
         self._rar = authorization_details
+        self._offline = offline_access
         self._by_digest: dict[str, _PendingApproval] = {}
         self._by_id: dict[str, _PendingApproval] = {}
-        self._remember: RememberCache[_Approval] = RememberCache()
+        self._remember: RememberCache[Approval] = RememberCache()
         self._nursery: trio.Nursery | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -262,7 +236,7 @@ class Broker:
                 )
             if isinstance(msg, Proxy) and spec.delivery == "token":
                 raise PolicyDenied("this action delivers a token: use authorize()")
-            approval: _Approval | None = None
+            approval: Approval | None = None
             if spec.approval == "ciba":
                 approval = await self._approve(ctx, msg.id, action, params, digest, policy, base)
             await self._deliver(ctx, msg, action, params, approval, base)
@@ -280,6 +254,13 @@ class Broker:
             log.exception("internal error handling request %s", msg.id)
             await self._record("refused", **base, code="internal", reason="internal error")
             raise Internal() from None
+        except BaseExceptionGroup as group:
+            # httpx (anyio task groups) can deliver a cancellation as a group of Cancelled
+            if group.split(trio.Cancelled)[1] is not None:
+                raise
+            with trio.CancelScope(shield=True):
+                await self._record("withdrawn", **base, by="caller")
+            raise
 
     async def _approve(
         self,
@@ -290,7 +271,7 @@ class Broker:
         digest: str,
         policy: Policy,
         base: dict[str, object],
-    ) -> _Approval:
+    ) -> Approval:
         assert ctx.rule is not None
         remember = action.spec.remember
         while True:
@@ -406,7 +387,10 @@ class Broker:
             ]
         try:
             start = await self._approver.start_approval(
-                binding_message=pa.binding_message, authorization_details=details
+                binding_message=pa.binding_message,
+                authorization_details=details,
+                # a refresh token lets Token Vault use its documented refresh-token exchange
+                offline_access=self._offline and action.spec.credential.kind == "token_vault",
             )
         except BaseException as exc:
             self._by_digest.pop(pa.digest, None)
@@ -434,10 +418,10 @@ class Broker:
         self._nursery.start_soon(self._poll, pa, start, base)
         pa.started.set()
 
-    async def _poll(self, pa: _PendingApproval, start: _Start, base: dict[str, object]) -> None:
+    async def _poll(self, pa: _PendingApproval, start: CibaStart, base: dict[str, object]) -> None:
         assert self._approver is not None
         t0 = trio.current_time()
-        event, extra = "withdrawn", {}
+        event, extra = "withdrawn", dict[str, object]()
         try:
             with pa.scope:
                 try:
@@ -476,7 +460,7 @@ class Broker:
         msg: Authorize | Proxy,
         action: CompiledAction,
         params: dict[str, str],
-        approval: _Approval | None,
+        approval: Approval | None,
         base: dict[str, object],
     ) -> None:
         spec = action.spec

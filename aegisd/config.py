@@ -31,6 +31,7 @@ __all__ = [
     "RememberSpec",
     "RequestTemplate",
     "SecretsConfig",
+    "TokenVaultClientConfig",
     "default_audit_path",
     "default_config_path",
     "default_socket_path",
@@ -94,6 +95,13 @@ class ManagementConfig(_Section, frozen=True, kw_only=True, forbid_unknown_field
     audience: str | None = None  # default https://{domain}/api/v2/
 
 
+class TokenVaultClientConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    client_id: str
+    client_auth: Literal["client_secret_post", "client_secret_basic", "private_key_jwt"] = (
+        "client_secret_post"
+    )
+
+
 class Auth0Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     domain: str | None = None
     issuer: str | None = None
@@ -109,7 +117,9 @@ class Auth0Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     authorization_details: bool = False
     http_timeout: float = 10.0
     id_token_leeway: float = 30.0
+    offline_access: bool = False
     management: ManagementConfig | None = None
+    token_vault: TokenVaultClientConfig | None = None
 
 
 class SecretsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -198,6 +208,20 @@ def _key_of(msg: str) -> tuple[str, str]:
     return path, what
 
 
+def _locate_action(raw: dict[str, object], key: str, what: str) -> tuple[str, str]:
+    """msgspec writes dict keys as ``[...]``; find the action it meant so the key names it."""
+    actions = raw.get("actions")
+    if not key.startswith("actions[...]") or not isinstance(actions, dict):
+        return key, what
+    for name, spec in actions.items():
+        try:
+            msgspec.convert(spec, ActionSpec)
+        except msgspec.ValidationError as exc:
+            sub, sub_what = _key_of(str(exc))
+            return f"actions.{name}" + (f".{sub}" if sub else ""), sub_what
+    return key, what
+
+
 def parse_config(data: bytes | str, source: str = "<config>") -> Config:
     """Decode TOML text into a ``Config``; raise ``ConfigError`` naming file, key and problem.
 
@@ -213,7 +237,7 @@ def parse_config(data: bytes | str, source: str = "<config>") -> Config:
     try:
         cfg = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        key, what = _key_of(str(exc))
+        key, what = _locate_action(raw, *_key_of(str(exc)))
         where = f"{source}: key {key}" if key else source
         raise ConfigError(problems=[f"{where}: {what}"]) from None
     problems: list[str] = []

@@ -50,7 +50,7 @@ class Host(Protocol):
         """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
         ...
 
-    async def record(self, event: str, *, durable: bool = True, **fields: object) -> None: ...
+    async def record(self, event: str, **fields: object) -> None: ...
 
     async def inspect(
         self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
@@ -143,7 +143,11 @@ class Connection:
                     await self._read_loop(nursery)
                 except _Closed as exc:
                     reason = str(exc)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                    reason = "broken"  # the peer left while we answered it
                 nursery.cancel_scope.cancel()  # the peer is gone: withdraw what it asked
+        except _Closed as exc:  # EOF before Hello (e.g. another aegisd probing the socket)
+            reason = str(exc)
         except AegisError as exc:
             reason = exc.code
             await self._try_send(wire.Error(code=exc.code, message=exc.message))
@@ -189,10 +193,10 @@ class Connection:
                 self._inflight[msg.id] = scope
                 nursery.start_soon(self._request, msg, scope)
             elif isinstance(msg, wire.Cancel):
-                scope = self._inflight.get(msg.id)
-                if scope is not None:
+                target = self._inflight.get(msg.id)
+                if target is not None:
                     self._cancel_reason[msg.id] = Cancelled("cancelled by the caller")
-                    scope.cancel()
+                    target.cancel()
             else:
                 assert self.peer is not None
                 try:

@@ -37,7 +37,12 @@ __all__ = [
     "open_secret_store",
 ]
 
-SECRET_NAMES: Final = ("auth0_client_secret", "management_client_secret", "auth0_private_key")
+SECRET_NAMES: Final = (
+    "auth0_client_secret",
+    "management_client_secret",
+    "auth0_private_key",
+    "token_vault_client_secret",
+)
 
 # A PEM RSA-4096 key is about 3.3 KB; anything near this limit is a mistake (a binary file
 # piped in by accident), and D-Bus and the Keychain both have message limits of their own.
@@ -97,12 +102,14 @@ def needed_secrets(cfg: Config) -> tuple[str, ...]:
             needed.add("auth0_private_key")
         else:
             needed.add("auth0_client_secret")
-        mgmt = cfg.auth0.management
-        if mgmt is not None:
-            if mgmt.client_auth == "private_key_jwt":
-                needed.add("auth0_private_key")
-            else:
-                needed.add("management_client_secret")
+        for extra, secret in (
+            (cfg.auth0.management, "management_client_secret"),
+            (cfg.auth0.token_vault, "token_vault_client_secret"),
+        ):
+            if extra is not None:
+                needed.add(
+                    "auth0_private_key" if extra.client_auth == "private_key_jwt" else secret
+                )
     return tuple(n for n in SECRET_NAMES if n in needed)
 
 

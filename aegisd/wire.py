@@ -253,17 +253,19 @@ def encode(msg: ClientMessage | DaemonMessage) -> bytes:
 def decode_client(body: bytes) -> ClientMessage:
     """Decode a frame body sent by a client; ``BadRequest`` on anything malformed."""
     try:
-        return _CLIENT_DECODER.decode(body)
+        msg: ClientMessage = _CLIENT_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed message: {_short(exc)}") from None
+    return msg
 
 
 def decode_daemon(body: bytes) -> DaemonMessage:
     """Decode a frame body sent by the daemon; ``BadRequest`` on anything malformed."""
     try:
-        return _DAEMON_DECODER.decode(body)
+        reply: DaemonMessage = _DAEMON_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed message from daemon: {_short(exc)}") from None
+    return reply
 
 
 def _short(exc: Exception) -> str:

@@ -102,7 +102,7 @@ async def _drive_shim(socket: Path, repo: str, interactive: bool, phone_url: str
         _say(f"\n1) {read_tool}: no approval needed, the daemon makes the request", bold=True)
         result = await session.call_tool(read_tool, {})
         _say(_render(result))
-        failures += bool(result.isError)
+        failures += bool(result.is_error)
 
         _say(f"\n2) {delete_tool} repo={repo}: needs your approval", bold=True)
         if interactive:
@@ -110,21 +110,21 @@ async def _drive_shim(socket: Path, repo: str, interactive: bool, phone_url: str
         else:
             _say("   (not on a terminal: the dev tenant approves automatically in a moment)")
 
-        async def progress(done: float, total: float | None, message: str | None) -> None:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             if message:
                 _say(f"   … {message}")
 
         with trio.fail_after(300):
             result = await session.call_tool(
-                delete_tool, {"repo": repo}, progress_callback=progress
+                delete_tool, {"repo": repo}, progress_callback=on_progress
             )
         _say(_render(result))
-        failures += bool(result.isError)
+        failures += bool(result.is_error)
     return failures
 
 
 def _render(result: object) -> str:
-    structured = getattr(result, "structuredContent", None)
+    structured = getattr(result, "structured_content", None)
     if structured is not None:
         return "   " + json.dumps(structured, indent=2).replace("\n", "\n   ")
     content = getattr(result, "content", [])

@@ -147,6 +147,7 @@ async def test_vault_refusal_falls_back_to_management_api(make_stack) -> None:
             result = await c.proxy("demo.delete", repo="old-experiments")
     assert result.status == 200
     assert stack.audit_records("credential")[0]["path"] == "management"
+    assert stack.tenant.stats.token_vault_refused == 1  # Token Vault was asked and said no
     assert stack.tenant.stats.client_credentials == 1
 
 
