@@ -119,6 +119,13 @@ def verify_chain(lines: list[bytes], *, prev: str, seq: int, name: str, res: Ver
     res.last_hash, res.last_seq = prev, seq
 
 
+def _is_record(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except ValueError:
+        return False
+
+
 def rotated_files(path: Path) -> list[Path]:
     """Oldest first: ``audit.jsonl.N`` … ``audit.jsonl.1``, then ``audit.jsonl``."""
     olds: list[tuple[int, Path]] = []
@@ -210,8 +217,13 @@ class AuditLog:
             with open(p, "rb") as f:
                 lines = f.readlines()
             if p == self.path and lines and not lines[-1].endswith(b"\n"):
-                torn_line, torn_len = len(lines), len(lines[-1])
-                lines = lines[:-1]
+                if _is_record(lines[-1]):
+                    # a complete record that only lost its newline: finish the line, keep it
+                    os.write(self._fd, b"\n")
+                    lines[-1] += b"\n"
+                else:
+                    torn_line, torn_len = len(lines), len(lines[-1])
+                    lines = lines[:-1]
             start_prev, start_seq = prev, seq
             if lines:
                 try:

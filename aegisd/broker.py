@@ -193,7 +193,8 @@ class Broker:
         return sum(self._remember.forget_action(a) for a in actions)
 
     def pending(self) -> list[PendingInfo]:
-        return [pa.info() for pa in self._by_id.values()]
+        """Approvals whose push is out (those still being sent have no expiry yet)."""
+        return [pa.info() for pa in self._by_id.values() if pa.started.is_set()]
 
     @property
     def pending_count(self) -> int:
@@ -362,6 +363,7 @@ class Broker:
             policy=policy,
         )
         self._by_digest[digest] = pa
+        self._by_id[pa.pending_id] = pa  # lock/cancel can reach it while the push is sent
         return pa
 
     async def _launch(
@@ -394,6 +396,7 @@ class Broker:
             )
         except BaseException as exc:
             self._by_digest.pop(pa.digest, None)
+            self._by_id.pop(pa.pending_id, None)
             self._caps.release(pa.caller)
             if isinstance(exc, AegisError):
                 pa.outcome = exc
@@ -414,7 +417,6 @@ class Broker:
                 binding_message=pa.binding_message,
                 expires_at=start.expires_at,
             )
-        self._by_id[pa.pending_id] = pa
         self._nursery.start_soon(self._poll, pa, start, base)
         pa.started.set()
 

@@ -62,12 +62,27 @@ def cli(config_path: str | None) -> None:
 
             log.warning(env_backend_warning())
         daemon = Daemon(config)
-        trio.run(run, daemon)
+        try:
+            trio.run(run, daemon)
+        except BaseExceptionGroup as group:
+            # trio wraps errors from inside the nursery (e.g. the socket checks at start-up);
+            # a lone AegisError is a refusal to report plainly, not a crash
+            inner = _sole_exception(group)
+            if isinstance(inner, AegisError):
+                raise inner from None
+            raise
     except AegisError as exc:
         click.echo(f"aegisd: {exc.message}", err=True)
         for problem in getattr(exc, "problems", [])[1:]:
             click.echo(f"  {problem}", err=True)
         sys.exit(exc.exit_code)
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main() -> None:

@@ -115,7 +115,12 @@ class CompiledAction:
         """The proxy URL with every parameter percent-encoded (no path or query injection)."""
         assert self.spec.request is not None
         safe = {k: quote(v, safe="") for k, v in params.items()}
-        return self.spec.request.url.format_map(safe)
+        url = self.spec.request.url.format_map(safe)
+        # HTTP clients resolve "." and ".." path segments (RFC 3986 5.2.4), so such a value
+        # would climb out of the template's path (/repos/o/.. -> /repos).
+        if any(seg in (".", "..") for seg in urlsplit(url).path.split("/")):
+            raise InvalidParams("a parameter may not be '.' or '..' in the URL path")
+        return url
 
 
 @dataclass(frozen=True)

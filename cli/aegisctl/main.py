@@ -81,7 +81,9 @@ def cli(ctx: click.Context, socket_path: str | None, config_path: str | None) ->
 def main() -> None:
     """Console-script entry: run the CLI, rendering AegisError with its own exit code."""
     try:
-        cli.main(standalone_mode=False)
+        # without standalone mode, click *returns* the code of a ``click.exceptions.Exit``
+        # raised by a command (e.g. ``audit verify`` on a broken chain) instead of raising it
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
@@ -97,4 +99,4 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -181,6 +181,8 @@ async def test_identical_requests_share_one_push_but_each_approval_is_single_use
                 n.start_soon(ask)
                 await wait_for_pending(stack.tenant)
                 await trio.sleep(0.3)
+                while not stack.daemon.broker.pending():
+                    await trio.sleep(0.01)
                 # two identical requests, one push
                 assert stack.tenant.stats.bc_authorize_ok == 1
                 assert stack.daemon.broker.pending()[0].waiters == 2
@@ -229,6 +231,8 @@ async def test_lock_cancels_pending_approvals(make_stack) -> None:
 
                 n.start_soon(ask)
                 await wait_for_pending(stack.tenant)
+                while not stack.daemon.broker.pending():
+                    await trio.sleep(0.01)
                 result = await operator.lock()
                 assert result.cancelled == 1
     assert "lock" in stack.audit_events()
@@ -363,6 +367,8 @@ async def test_per_caller_cap_leaves_other_callers_their_pushes(make_stack) -> N
                     stdout=subprocess.PIPE,
                 )
                 await wait_for_pending(stack.tenant, 3)
+                while len(stack.daemon.broker.pending()) < 3:
+                    await trio.sleep(0.01)
                 assert stack.tenant.stats.bc_authorize_ok == 3
                 callers = {p.caller for p in stack.daemon.broker.pending()}
                 assert callers == {"local-python", "caller-b"}

@@ -72,6 +72,7 @@ def test_set_status_delete_round_trip_in_gnome_keyring(secret_service: KeyringSe
         "auth0_client_secret": "present",
         "management_client_secret": "missing",
         "auth0_private_key": "missing",
+        "token_vault_client_secret": "missing",
     }
     for step in (set_, after, text):
         assert VALUE not in _all_output(step)
