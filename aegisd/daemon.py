@@ -116,32 +116,38 @@ class Daemon:
 
     async def serve(self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
         self._started = trio.current_time()
-        await trio.to_thread.run_sync(self.audit.open)
+        # The socket first: a second aegisd beside a live one must stop before it touches
+        # (and "repairs") the running daemon's audit log.
+        self.listener = await open_listener(self.config.socket_path())
+        try:
+            await trio.to_thread.run_sync(self.audit.open)
+        except BaseException:
+            self.listener.close()
+            raise
         for problem in self.audit.recovered:
             log.warning("audit log: %s", problem)
-        async with (
-            _owned_client(self._auth0_http) as auth0_http,
-            _owned_client(self._proxy_http, follow_redirects=False) as proxy_http,
-        ):
-            approver = self._approver
-            if approver is None and self.config.auth0 is not None:
-                approver = self._build_approver(auth0_http)
-            self.broker = Broker(
-                approver=approver,
-                record=self.record,
-                http=proxy_http,
-                now=self._now,
-                max_pending=self.config.daemon.max_pending,
-                max_pending_per_caller=self.config.daemon.max_pending_per_caller,
-                ciba_starts_per_minute=self.config.daemon.ciba_starts_per_minute,
-                authorization_details=bool(
-                    self.config.auth0 and self.config.auth0.authorization_details
-                ),
-                offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
-            )
-            self._auth0_state = getattr(approver, "state", None)
-            self.listener = await open_listener(self.config.socket_path())
-            try:
+        try:
+            async with (
+                _owned_client(self._auth0_http) as auth0_http,
+                _owned_client(self._proxy_http, follow_redirects=False) as proxy_http,
+            ):
+                approver = self._approver
+                if approver is None and self.config.auth0 is not None:
+                    approver = self._build_approver(auth0_http)
+                self.broker = Broker(
+                    approver=approver,
+                    record=self.record,
+                    http=proxy_http,
+                    now=self._now,
+                    max_pending=self.config.daemon.max_pending,
+                    max_pending_per_caller=self.config.daemon.max_pending_per_caller,
+                    ciba_starts_per_minute=self.config.daemon.ciba_starts_per_minute,
+                    authorization_details=bool(
+                        self.config.auth0 and self.config.auth0.authorization_details
+                    ),
+                    offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
+                )
+                self._auth0_state = getattr(approver, "state", None)
                 await self.record(
                     "start",
                     pid=os.getpid(),
@@ -159,12 +165,12 @@ class Daemon:
                     log.info("aegisd %s listening on %s", self.version, self.listener.path)
                     task_status.started(self.listener.path)
                     await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    notify("STOPPING=1")
-                    self.listener.close()
-                    await self.record("stop", pid=os.getpid())
-                    self.audit.close()
+        finally:
+            with trio.CancelScope(shield=True):
+                notify("STOPPING=1")
+                self.listener.close()
+                await self.record("stop", pid=os.getpid())
+                self.audit.close()
 
     def _build_approver(self, http: httpx.AsyncClient) -> Approver:
         from aegisd.auth0.client import Auth0Client
@@ -186,7 +192,9 @@ class Daemon:
         for conn in list(self._connections.values()):
             conn.shutdown()
         with trio.move_on_after(grace):
-            while any(c._inflight for c in self._connections.values()):
+            # bounded by ``grace`` and only at shutdown: polling beats threading an Event
+            # through every connection for the one moment it would be used
+            while any(c._inflight for c in self._connections.values()):  # noqa: ASYNC110
                 await trio.sleep(0.01)
         if self._cancel is not None:
             self._cancel.cancel()
