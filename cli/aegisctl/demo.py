@@ -143,7 +143,7 @@ def _run_cli(args: list[str], socket: Path, config: Path) -> int:
     help="Wait for you to approve on the phone page (default when on a terminal), "
     "or approve automatically after a short delay.",
 )
-@click.option("--repo", default="hello-world", show_default=True, help="Demo repo to delete.")
+@click.option("--repo", default="old-experiments", show_default=True, help="Demo repo to delete.")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (logs, audit).")
 def demo(interactive: bool | None, repo: str, keep: bool) -> None:
     """Run the dev tenant, aegisd and aegis-mcp, and walk one approval through.

@@ -50,7 +50,11 @@ def status(cli: CliContext, as_json: bool) -> None:
     mark = "ok" if report.audit_ok else "BROKEN"
     click.echo(f"  audit    {report.audit_log} [{mark}] {report.audit_detail}")
     if report.auth0:
-        click.echo("  auth0    " + ", ".join(f"{k}={v}" for k, v in sorted(report.auth0.items())))
+        shown = ("issuer", "discovery", "jwks_keys", "ciba_waiting", "last_error", "state")
+        parts = [
+            f"{k}={report.auth0[k]}" for k in shown if report.auth0.get(k) not in (None, "", "None")
+        ]
+        click.echo("  auth0    " + " ".join(parts) + "  (all fields: --json)")
     click.echo(f"  peers    {len(report.peers)} connected")
     for p in report.peers:
         click.echo(f"           pid {p.pid} uid {p.uid} {p.exe or '?'} caller={p.caller or '-'}")
