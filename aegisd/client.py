@@ -193,7 +193,10 @@ class AegisClient:
         try:
             with anyio.fail_after(self.connect_timeout):
                 self._stream = await anyio.connect_unix(path)
-                await self._send(wire.Hello(protocol=wire.PROTOCOL, client=self.client_name))
+                with suppress(DaemonUnavailable):
+                    # the daemon may have answered and closed already (rate_limited at its
+                    # connection cap): its Error is still there to read
+                    await self._send(wire.Hello(protocol=wire.PROTOCOL, client=self.client_name))
                 first = await self._read_message()
         except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError) as exc:
             await self._close_stream()
@@ -631,9 +634,10 @@ def with_async_authorization(
                 await _call_back(on_pending, event)
                 if ctx is not None:
                     steps += 1
-                    await ctx.report_progress(
-                        steps, None, f"Approve on your phone: {event.binding_message}"
-                    )
+                    with suppress(Exception):  # progress is a courtesy, never fatal
+                        await ctx.report_progress(
+                            steps, None, f"Approve on your phone: {event.binding_message}"
+                        )
 
             try:
                 async with AegisClient(socket) as client:

@@ -45,6 +45,7 @@ class Host(Protocol):
     broker: Broker
     handshake_timeout: float
     idle_timeout: float
+    stopping: bool
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
@@ -86,7 +87,13 @@ class Connection:
         while True:
             body = self._reader.next_frame()  # raises FrameTooLarge
             if body is not None:
-                return wire.decode_client(body)  # raises BadRequest
+                try:
+                    return wire.decode_client(body)  # raises BadRequest
+                except UnicodeDecodeError:
+                    # msgspec raises this (not DecodeError) for invalid UTF-8 inside a msgpack
+                    # string; found by tests/proof/fuzzer.py. A peer's bad bytes must end in a
+                    # typed error, never a crashed connection task (DESIGN §5).
+                    raise BadRequest("malformed message: a string is not valid UTF-8") from None
             with trio.move_on_after(timeout) as cs:
                 data = await self.stream.receive_some(65536)
             if cs.cancelled_caught:
@@ -182,6 +189,10 @@ class Connection:
                 await self._try_send(wire.Error(code="bad_request", message="second Hello"))
                 raise _Closed("bad_request")
             if isinstance(msg, wire.Authorize | wire.Proxy):
+                if self.host.stopping:
+                    err = ShuttingDown()
+                    await self.send(wire.Error(id=msg.id, code=err.code, message=err.message))
+                    continue
                 if msg.id in self._inflight:
                     await self.send(
                         wire.Error(

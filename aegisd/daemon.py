@@ -109,7 +109,7 @@ class Daemon:
         self.record = _AuditRecorder(self.audit)
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
-        self._stopping = False
+        self.stopping = False
         self._cancel: trio.CancelScope | None = None
 
     # ---- running -------------------------------------------------------------------------
@@ -182,9 +182,9 @@ class Daemon:
 
     async def stop(self, grace: float = 5.0) -> None:
         """SIGTERM: stop accepting, end pending work with ``shutting_down``, then exit."""
-        if self._stopping:
+        if self.stopping:
             return
-        self._stopping = True
+        self.stopping = True
         log.info("stopping")
         if self.listener is not None:
             self.listener.sock.close()
@@ -202,7 +202,7 @@ class Daemon:
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         assert self.listener is not None
         listener = trio.SocketListener(self.listener.sock)
-        while not self._stopping:
+        while not self.stopping:
             try:
                 stream = await listener.accept()
             except (trio.ClosedResourceError, trio.BrokenResourceError):

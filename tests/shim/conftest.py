@@ -1,0 +1,42 @@
+"""Fixtures for the shim tests: a local API, a scripted aegisd, and how to launch aegis-mcp.
+
+The shim always runs as the installed console script, as a host would launch it, with an
+explicit minimal environment (hosts pass only what their config names).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcp import StdioServerParameters
+
+from tests.sdk.harness import VENV_BIN, AegisdProcess, Upstream, cleanup, start_aegisd
+
+SHIM = VENV_BIN / "aegis-mcp"
+
+
+def shim_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+
+
+def shim_params(socket: Path | str, *extra: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=str(SHIM), args=["--socket", str(socket), *extra], env=shim_env()
+    )
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    server = Upstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def aegisd(upstream: Upstream) -> Iterator[AegisdProcess]:
+    process = start_aegisd(upstream)
+    yield process
+    cleanup(process)

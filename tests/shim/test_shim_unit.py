@@ -1,0 +1,153 @@
+"""The shim's pure parts (tool planning, result shapes) and its server in-process.
+
+The in-process tests use the SDK's ``Client(server)`` against ``Shim.build_server()`` with the
+real scripted aegisd behind it, so they exercise the handlers without a subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import trio
+from mcp import Client
+
+from aegisd import wire
+from aegisd.client import ProxyResult
+from aegisd.errors import InvalidParams, RateLimited
+from aegisd.mcp_shim import (
+    STATUS_TOOL,
+    Shim,
+    _split_arguments,
+    error_result,
+    plan_tools,
+    proxy_result,
+    tool_name,
+)
+from tests.sdk.harness import AegisdProcess
+
+TIMEOUT = 20
+
+
+def info(name: str, **kw: object) -> wire.ActionInfo:
+    return wire.ActionInfo(name=name, **kw)  # type: ignore[arg-type]
+
+
+def test_tool_names() -> None:
+    assert tool_name("github.delete_repo") == "github_delete_repo"
+    assert tool_name("a.b-c_d") == "a_b-c_d"
+    assert tool_name("x" * 100) == "x" * 64
+
+
+def test_plan_tools_skips_token_and_denied_and_resolves_collisions() -> None:
+    tools = plan_tools(
+        [
+            info("gh.read", approval="none"),
+            info("gh_read", approval="none"),
+            info("gh.token", delivery="token"),
+            info("gh.never", approval="deny"),
+            info("aegis.status", approval="none"),
+        ]
+    )
+    assert {name: t.action.name for name, t in tools.items()} == {
+        "aegis_status_2": "aegis.status",  # the status tool's name stays reserved
+        "gh_read": "gh.read",
+        "gh_read_2": "gh_read",
+    }
+    assert STATUS_TOOL not in tools
+
+
+def test_tool_description_and_schema() -> None:
+    (tool,) = plan_tools([info("a.b", approval="ciba", description="Do b")]).values()
+    assert tool.description().startswith("Do b (needs the person's approval")
+    assert tool.input_schema() == {"type": "object", "properties": {}}
+    (bare,) = plan_tools([info("c", approval="none")]).values()
+    assert bare.description() == "aegisd action c"
+
+
+def test_proxy_result_shapes() -> None:
+    ok = proxy_result(ProxyResult(200, {"content-type": "application/json"}, b'{"a": 1}'))
+    assert not ok.is_error and ok.structured_content == {
+        "status": 200,
+        "headers": {"content-type": "application/json"},
+        "body": {"a": 1},
+    }
+    broken = proxy_result(ProxyResult(200, {"content-type": "application/json"}, b"{nope"))
+    assert broken.structured_content is not None and broken.structured_content["body"] == "{nope"
+    vendor = proxy_result(ProxyResult(200, {"content-type": "application/vnd.x+json"}, b"[1]"))
+    assert vendor.structured_content is not None and vendor.structured_content["body"] == [1]
+    blob = proxy_result(ProxyResult(200, {}, b"\xff\x00"))
+    assert blob.structured_content is not None
+    assert base64.b64decode(str(blob.structured_content["body_base64"])) == b"\xff\x00"
+    empty = proxy_result(ProxyResult(204, {}, b""))
+    assert [getattr(c, "text", "") for c in empty.content] == ["HTTP 204 (empty response)"]
+    failed = proxy_result(ProxyResult(500, {"content-type": "text/plain"}, b"oops"))
+    assert failed.is_error and failed.structured_content is not None
+    assert failed.structured_content["error"] == {
+        "code": "upstream_error",
+        "message": "the API answered HTTP 500",
+    }
+    assert failed.structured_content["body"] == "oops"
+
+
+def test_error_result_shape() -> None:
+    result = error_result(RateLimited("slow down", retry_after=2.5))
+    assert result.is_error
+    assert result.structured_content == {
+        "error": {"code": "rate_limited", "message": "slow down", "retry_after": 2.5}
+    }
+    assert [getattr(c, "text", "") for c in result.content] == ["rate_limited: slow down"]
+
+
+def test_split_arguments() -> None:
+    with_body = info("n", body=True)
+    assert _split_arguments(with_body, {"body": {"k": [1]}, "a": 1, "b": True, "c": None}) == (
+        {"a": "1", "b": "true"},
+        b'{"k": [1]}',
+    )
+    # without a body in the policy, "body" is an ordinary (and, here, unknown) parameter
+    assert _split_arguments(info("x"), {"body": "text"}) == ({"body": "text"}, None)
+    with pytest.raises(InvalidParams):
+        _split_arguments(info("x"), {"a": [1, 2]})
+
+
+# ---- in process ----------------------------------------------------------------------------
+
+
+async def test_keepalive_progress_while_pending(aegisd: AegisdProcess) -> None:
+    shim = Shim(aegisd.socket, keepalive=0.05)
+    messages: list[str] = []
+    enough = trio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+        if len(messages) >= 3:
+            enough.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with Client(shim.build_server(), mode="legacy") as client:
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    await client.call_tool(
+                        "t_delete",
+                        {"repo": "keepalive", "outcome": "hang"},
+                        progress_callback=on_progress,
+                    )
+
+                nursery.start_soon(call)
+                await enough.wait()
+                nursery.cancel_scope.cancel()
+    assert messages[0].startswith("Approve on your phone: Delete keepalive hang #")
+    assert "expires in" in messages[1] and messages[1].startswith(messages[0])
+
+
+async def test_in_process_listing_and_call(aegisd: AegisdProcess) -> None:
+    shim = Shim(aegisd.socket)
+    with trio.fail_after(TIMEOUT):
+        async with Client(shim.build_server()) as client:  # mode="auto": the modern era
+            names = {t.name for t in (await client.list_tools()).tools}
+            result = await client.call_tool("t_get", {"name": "aegis-demo"})
+    assert "t_get" in names and "t_token" not in names
+    assert result.structured_content is not None
+    assert result.structured_content["body"] == {"name": "aegis-demo"}
