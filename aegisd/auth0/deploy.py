@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ import trio
 
 from aegisd.config import Config
 from aegisd.errors import ConfigError, RateLimited, UpstreamError
+from aegisd.policy import is_loopback_host
 
 __all__ = [
     "ACTION_NAME",
@@ -182,15 +182,6 @@ def _redact(value: object, key: str = "", *, in_secrets: bool = False) -> object
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def management_target(cfg: Config) -> ManagementTarget:
     """Build the Management API target from ``[auth0]`` and ``[auth0.management]``.
 
@@ -229,7 +220,7 @@ def management_target(cfg: Config) -> ManagementTarget:
         parts = urlsplit(auth0.issuer or "")
         host = parts.hostname or ""
         if parts.scheme == "http":
-            if not (auth0.allow_insecure_http and _is_loopback(host)):
+            if not (auth0.allow_insecure_http and is_loopback_host(host)):
                 raise ConfigError(
                     problems=[
                         f"{src}: key auth0.issuer: plain http is allowed only for a loopback "

@@ -43,24 +43,8 @@ _MAX_BODY: Final = 64 * 1024
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class OAuthError(Exception):
+class OAuthError(CibaError):
     """An OAuth error answer: ``{"error", "error_description"}`` plus status and headers."""
-
-    def __init__(
-        self,
-        error: str,
-        description: str,
-        status: int = 400,
-        *,
-        headers: Mapping[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
 
     @classmethod
     def of(cls, exc: CibaError | ClientAuthError) -> OAuthError:
