@@ -227,7 +227,9 @@ class Broker:
             params = action.check_params(msg.params)
             digest = request_digest(ctx.rule.name, action.name, params)
             base["digest"] = digest
-            await self._record("request", **base, params=params)
+            # not fsynced on its own: the decision that answers this request is, and one fsync
+            # makes every earlier line of the file durable with it
+            await self._record("request", **base, params=params, durable=False)
             spec = action.spec
             if spec.approval == "deny":
                 raise PolicyDenied()
@@ -475,6 +477,7 @@ class Broker:
             token, token_type = cred.access_token, cred.token_type
             await self._record(
                 "credential",
+                durable=False,  # the "delivered"/"proxied" record's fsync covers it
                 **base,
                 kind=cred.kind,
                 connection=cred.connection,
