@@ -87,13 +87,7 @@ class Connection:
         while True:
             body = self._reader.next_frame()  # raises FrameTooLarge
             if body is not None:
-                try:
-                    return wire.decode_client(body)  # raises BadRequest
-                except UnicodeDecodeError:
-                    # msgspec raises this (not DecodeError) for invalid UTF-8 inside a msgpack
-                    # string; found by tests/proof/fuzzer.py. A peer's bad bytes must end in a
-                    # typed error, never a crashed connection task (DESIGN §5).
-                    raise BadRequest("malformed message: a string is not valid UTF-8") from None
+                return wire.decode_client(body)  # raises BadRequest
             with trio.move_on_after(timeout) as cs:
                 data = await self.stream.receive_some(65536)
             if cs.cancelled_caught:

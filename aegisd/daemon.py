@@ -23,6 +23,7 @@ import trio
 
 from aegisd import wire
 from aegisd.audit import AuditLog, VerifyResult, verify_files
+from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config, load_config
 from aegisd.connection import Connection
@@ -128,7 +129,9 @@ class Daemon:
             log.warning("audit log: %s", problem)
         try:
             async with (
-                _owned_client(self._auth0_http) as auth0_http,
+                _owned_client(
+                    self._auth0_http, transport=bounded_transport(AUTH0_MAX_IN_FLIGHT)
+                ) as auth0_http,
                 _owned_client(self._proxy_http, follow_redirects=False) as proxy_http,
             ):
                 approver = self._approver
@@ -390,15 +393,25 @@ class Daemon:
 class _owned_client:
     """Use the given httpx client, or create (and close) one."""
 
-    def __init__(self, given: httpx.AsyncClient | None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        given: httpx.AsyncClient | None,
+        *,
+        transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+        **kwargs: object,
+    ) -> None:
         self._given = given
+        self._transport = transport
         self._kwargs = kwargs
         self._own: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> httpx.AsyncClient:
         if self._given is not None:
             return self._given
-        self._own = httpx.AsyncClient(trust_env=False, **self._kwargs)  # type: ignore[arg-type]
+        kwargs = dict(self._kwargs)
+        if self._transport is not None:
+            kwargs["transport"] = self._transport()  # built here: it needs a trio run
+        self._own = httpx.AsyncClient(trust_env=False, **kwargs)  # type: ignore[arg-type]
         return self._own
 
     async def __aexit__(self, *exc: object) -> None:

@@ -256,6 +256,10 @@ def decode_client(body: bytes) -> ClientMessage:
         msg: ClientMessage = _CLIENT_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed message: {_short(exc)}") from None
+    except UnicodeDecodeError:
+        # msgspec raises this, not DecodeError, for invalid UTF-8 inside a msgpack string
+        # (found by tests/proof/fuzzer.py): bad bytes must end in a typed error
+        raise BadRequest("malformed message: a string is not valid UTF-8") from None
     return msg
 
 
@@ -265,6 +269,8 @@ def decode_daemon(body: bytes) -> DaemonMessage:
         reply: DaemonMessage = _DAEMON_DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed message from daemon: {_short(exc)}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("malformed message from daemon: a string is not valid UTF-8") from None
     return reply
 
 

@@ -315,3 +315,20 @@ def test_design_codes_are_all_on_the_wire() -> None:
         "credential_unavailable", "upstream_error", "cancelled", "shutting_down", "internal",
     }  # fmt: skip
     assert design == WIRE_CODES
+
+
+def test_invalid_utf8_in_a_string_is_a_bad_request_both_ways() -> None:
+    import msgspec
+
+    from aegisd.errors import BadRequest
+
+    def corrupt(msg: dict[str, str]) -> bytes:
+        # the last string value ends the encoding: replace its bytes with invalid UTF-8
+        body = bytearray(msgspec.msgpack.encode(msg))
+        body[-2:] = b"\xff\xfe"
+        return bytes(body)
+
+    with pytest.raises(BadRequest, match="UTF-8"):
+        wire.decode_client(corrupt({"type": "hello", "client": "xx"}))
+    with pytest.raises(BadRequest, match="UTF-8"):
+        wire.decode_daemon(corrupt({"type": "error", "code": "internal", "message": "xx"}))
