@@ -120,6 +120,11 @@ class _PendingApproval:
         )
 
 
+def _withdrawn_event(base: dict[str, object]) -> str:
+    """``interrupted`` when a proxied request may already have reached the API."""
+    return "interrupted" if base.get("upstream") == "maybe_sent" else "withdrawn"
+
+
 def _copy(exc: AegisError) -> AegisError:
     """A fresh exception per waiter (one instance must not be raised in several tasks)."""
     return type(exc)(exc.message, retry_after=exc.retry_after)
@@ -225,11 +230,20 @@ class Broker:
                 raise PeerRejected()
             action = policy.action_for(ctx.rule, msg.action)
             params = action.check_params(msg.params)
-            digest = request_digest(ctx.rule.name, action.name, params)
+            body = msg.body if isinstance(msg, Proxy) else None
+            # the body is part of what is approved: same params, other body, other digest
+            digest = request_digest(ctx.rule.name, action.name, params, body)
             base["digest"] = digest
             # not fsynced on its own: the decision that answers this request is, and one fsync
             # makes every earlier line of the file durable with it
-            await self._record("request", **base, params=params, durable=False)
+            await self._record(
+                "request",
+                **base,
+                params=params,
+                body_sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
+                body_bytes=len(body) if body is not None else None,
+                durable=False,
+            )
             spec = action.spec
             if spec.approval == "deny":
                 raise PolicyDenied()
@@ -245,25 +259,32 @@ class Broker:
             await self._deliver(ctx, msg, action, params, approval, base)
         except trio.Cancelled:
             with trio.CancelScope(shield=True):
-                await self._record("withdrawn", **base, by="caller")
+                await self._record(_withdrawn_event(base), **base, by="caller")
             raise
         except AegisError as exc:
             if "digest" not in base:
                 # refused before the request was recorded: record request and refusal as one
                 base["params_keys"] = sorted(msg.params)[:32]
-            await self._record("refused", **base, code=exc.code, reason=exc.message)
+            with trio.CancelScope(shield=True):  # the caller is told: the record must land
+                await self._record("refused", **base, code=exc.code, reason=exc.message)
             raise
         except Exception:
             log.exception("internal error handling request %s", msg.id)
-            await self._record("refused", **base, code="internal", reason="internal error")
+            with trio.CancelScope(shield=True):
+                await self._record("refused", **base, code="internal", reason="internal error")
             raise Internal() from None
         except BaseExceptionGroup as group:
             # httpx (anyio task groups) can deliver a cancellation as a group of Cancelled
-            if group.split(trio.Cancelled)[1] is not None:
-                raise
+            _, rest = group.split(trio.Cancelled)
             with trio.CancelScope(shield=True):
-                await self._record("withdrawn", **base, by="caller")
-            raise
+                if rest is None:
+                    await self._record(_withdrawn_event(base), **base, by="caller")
+                else:
+                    log.error("internal error handling request %s", msg.id, exc_info=rest)
+                    await self._record("refused", **base, code="internal", reason="internal error")
+            if rest is None:
+                raise
+            raise Internal() from None
 
     async def _approve(
         self,
@@ -288,10 +309,11 @@ class Broker:
             launcher = pa is None
             if pa is None:
                 pa = self._reserve(ctx.rule, action, params, digest, policy)
-            else:
-                await self._record("coalesced", **base, pending_id=pa.pending_id)
+            # counted before any await, so the launcher leaving cannot withdraw our push
             pa.waiters += 1
             try:
+                if not launcher:
+                    await self._record("coalesced", **base, pending_id=pa.pending_id)
                 if launcher:
                     await self._launch(pa, ctx.rule, action, params, base)
                 else:
@@ -410,15 +432,25 @@ class Broker:
             raise
         pa.expires_at = start.expires_at
         # The push is out: from here on, a poller must own it even if this caller leaves.
-        with trio.CancelScope(shield=True):
-            await self._record(
-                "pending",
-                **base,
-                pending_id=pa.pending_id,
-                auth_req=hashlib.sha256(start.auth_req_id.encode()).hexdigest()[:16],
-                binding_message=pa.binding_message,
-                expires_at=start.expires_at,
-            )
+        try:
+            with trio.CancelScope(shield=True):
+                await self._record(
+                    "pending",
+                    **base,
+                    pending_id=pa.pending_id,
+                    auth_req=hashlib.sha256(start.auth_req_id.encode()).hexdigest()[:16],
+                    binding_message=pa.binding_message,
+                    expires_at=start.expires_at,
+                )
+        except AegisError as exc:
+            # the audit log failed: release nothing, and let identical requests fail too
+            self._by_digest.pop(pa.digest, None)
+            self._by_id.pop(pa.pending_id, None)
+            self._caps.release(pa.caller)
+            pa.outcome = exc
+            pa.done.set()
+            pa.started.set()
+            raise
         self._nursery.start_soon(self._poll, pa, start, base)
         pa.started.set()
 
@@ -501,11 +533,15 @@ class Broker:
             await ctx.send(Granted(id=msg.id, grant=grant))
             return
         body = msg.body if isinstance(msg, Proxy) else None
+        # From here a cancellation (caller, lock, SIGTERM) may cut off a request that already
+        # reached the API: the audit then says so ("interrupted"), not merely "withdrawn".
+        base["upstream"] = "maybe_sent"
         result = await proxy.perform(
             self._http, action, params, body, credential=token, token_type=token_type
         )
         token = None  # single use: the daemon keeps nothing once the request is made
-        await self._record("proxied", **base, status=result.status, bytes=len(result.body))
+        with trio.CancelScope(shield=True):  # done upstream: the record must land
+            await self._record("proxied", **base, status=result.status, bytes=len(result.body))
         await ctx.send(
             ProxyResponse(id=msg.id, status=result.status, headers=result.headers, body=result.body)
         )

@@ -151,8 +151,8 @@ class RequestTemplate(_Section, frozen=True, kw_only=True, forbid_unknown_fields
     headers: dict[str, str] = {}
     response_headers: list[str] = msgspec.field(default_factory=lambda: ["content-type"])
     body: bool = False
-    max_request_body: int = 64 * 1024
-    max_response_body: int = 1024 * 1024
+    max_request_body: int = 48 * 1024
+    max_response_body: int = 56 * 1024  # the answer must fit one 64 KiB frame
     timeout: float = 15.0
     auth_scheme: str = "Bearer"
 

@@ -24,6 +24,7 @@ from aegisd.errors import (
     BadRequest,
     Cancelled,
     FrameTooLarge,
+    RateLimited,
     ShuttingDown,
     UnsupportedProtocol,
 )
@@ -35,6 +36,8 @@ __all__ = ["Connection", "Host"]
 log = logging.getLogger(__name__)
 
 _SEND_TIMEOUT = 10.0
+# One connection cannot queue unbounded work (each refusal costs an fsynced audit record).
+_MAX_IN_FLIGHT = 64
 
 
 class Host(Protocol):
@@ -74,14 +77,23 @@ class Connection:
         self._inflight: dict[int, trio.CancelScope] = {}
         self._cancel_reason: dict[int, AegisError] = {}
         self._nursery: trio.Nursery | None = None
+        self._broken = False
 
     # ---- I/O -----------------------------------------------------------------------------
 
     async def send(self, msg: wire.DaemonMessage) -> None:
         data = wire.encode(msg)
         async with self._send_lock:
-            with trio.fail_after(_SEND_TIMEOUT):
-                await self.stream.send_all(data)
+            if self._broken:
+                raise trio.BrokenResourceError("an earlier frame was cut off")
+            try:
+                with trio.fail_after(_SEND_TIMEOUT):
+                    await self.stream.send_all(data)
+            except BaseException:
+                # a frame may be half written: nothing after it could be parsed, so this
+                # connection sends nothing more (its reader then ends it)
+                self._broken = True
+                raise
 
     async def _next_message(self, timeout: float) -> wire.ClientMessage:
         while True:
@@ -184,8 +196,17 @@ class Connection:
                 raise _Closed("bad_request")
             if isinstance(msg, wire.Authorize | wire.Proxy):
                 if self.host.stopping:
-                    err = ShuttingDown()
-                    await self.send(wire.Error(id=msg.id, code=err.code, message=err.message))
+                    stop = ShuttingDown()
+                    await self.send(wire.Error(id=msg.id, code=stop.code, message=stop.message))
+                    continue
+                if len(self._inflight) >= _MAX_IN_FLIGHT:
+                    err = RateLimited(
+                        f"at most {_MAX_IN_FLIGHT} requests in flight per connection",
+                        retry_after=1.0,
+                    )
+                    await self.send(
+                        wire.Error(id=msg.id, code=err.code, message=err.message, retry_after=1.0)
+                    )
                     continue
                 if msg.id in self._inflight:
                     await self.send(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.cookiejar
 import logging
 import os
 import time
@@ -132,7 +133,9 @@ class Daemon:
                 _owned_client(
                     self._auth0_http, transport=bounded_transport(AUTH0_MAX_IN_FLIGHT)
                 ) as auth0_http,
-                _owned_client(self._proxy_http, follow_redirects=False) as proxy_http,
+                _owned_client(
+                    self._proxy_http, follow_redirects=False, cookies=_no_cookies()
+                ) as proxy_http,
             ):
                 approver = self._approver
                 if approver is None and self.config.auth0 is not None:
@@ -354,8 +357,11 @@ class Daemon:
         if self._audit_cache is not None and now - self._audit_cache[0] < 10.0:
             return self._audit_cache[1]
         async with self.record._lock:  # a consistent snapshot: no append mid-read
+            # whoever waited for the lock may find the work done (one verification, not N)
+            if self._audit_cache is not None and now - self._audit_cache[0] < 10.0:
+                return self._audit_cache[1]
             result = await trio.to_thread.run_sync(verify_files, self.audit.path)
-        self._audit_cache = (now, result)
+            self._audit_cache = (trio.current_time(), result)
         return result
 
     # ---- reload --------------------------------------------------------------------------
@@ -388,6 +394,12 @@ class Daemon:
         )
         log.info("policy reloaded: %d actions", len(new_policy.actions))
         return True
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that keeps nothing: a cookie one proxied API call sets must never ride along on
+    another caller's request (or on an approval-free one)."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 class _owned_client:

@@ -274,7 +274,12 @@ class ExeHasher:
         try:
             with open(path, "rb") as f:
                 value = hashlib.file_digest(f, "sha256").hexdigest()
+                st = os.fstat(f.fileno())
         except OSError:
+            return None
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != peer.exe_id:
+            # the process exec'd another image since it was identified: this hash is not the
+            # hash of ``exe_id``, and caching it would vouch for the wrong binary
             return None
         if len(self._cache) >= self._max:
             self._cache.pop(next(iter(self._cache)))

@@ -35,6 +35,7 @@ __all__ = [
 _ACTION_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PARAM_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_PARAM_LEN: Final = 4096
+_MAX_BODY_IN_FRAME: Final = 56 * 1024
 # names the SDK and the shim use for their own arguments
 _RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action"})
 
@@ -56,10 +57,19 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def request_digest(caller: str, action: str, params: Mapping[str, str]) -> str:
-    """SHA-256 over (caller, action, canonical params): what an approval is bound to."""
+def request_digest(
+    caller: str, action: str, params: Mapping[str, str], body: bytes | None = None
+) -> str:
+    """SHA-256 over (caller, action, canonical params, body): what an approval is bound to."""
+    doc: dict[str, object] = {
+        "caller": caller,
+        "action": action,
+        "params": dict(sorted(params.items())),
+    }
+    if body is not None:  # absent key, not null: digests of body-less requests stay stable
+        doc["body_sha256"] = hashlib.sha256(body).hexdigest()
     canon = json.dumps(
-        {"caller": caller, "action": action, "params": dict(sorted(params.items()))},
+        doc,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -223,6 +233,12 @@ def _check_request(where: str, spec: ActionSpec) -> list[str]:
             problems.append(f"{where}.request.headers.{h}: set by the daemon, not the policy")
     if req.max_request_body < 0 or req.max_response_body < 1 or req.timeout <= 0:
         problems.append(f"{where}.request: limits must be positive")
+    # request and answer each travel in one 64 KiB frame with their envelope
+    if req.max_request_body > _MAX_BODY_IN_FRAME or req.max_response_body > _MAX_BODY_IN_FRAME:
+        problems.append(
+            f"{where}.request: max_request_body and max_response_body may be at most "
+            f"{_MAX_BODY_IN_FRAME} bytes (one 64 KiB frame with its envelope)"
+        )
     return problems
 
 

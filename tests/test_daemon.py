@@ -258,7 +258,7 @@ def test_sigterm_answers_in_flight_requests_with_shutting_down(
         assert d.wait_exit() == 0
     events = [r["event"] for r in audit_records(files.audit)]
     assert events[-1] == "stop"
-    assert "withdrawn" in events
+    assert "interrupted" in events  # the request had reached the upstream
 
 
 def test_sighup_reload_makes_a_new_action_visible(daemon_proc: DaemonProcess) -> None:
