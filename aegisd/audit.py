@@ -281,6 +281,8 @@ class AuditLog:
         return record
 
     def _rotate(self) -> None:
+        if self._fsync:
+            os.fsync(self._fd)  # records written without their own fsync are in this file
         os.close(self._fd)
         olds = sorted(
             (int(p.name.rsplit(".", 1)[1]), p)
@@ -297,6 +299,26 @@ class AuditLog:
         self._size = 0
         # the rotation record is the first of the new file and carries the chain over
         self.append("rotated", prev_file=f"{self.path.name}.1")
+
+    @property
+    def fsync_enabled(self) -> bool:
+        return self._fsync
+
+    def sync_handle(self) -> int:
+        """A duplicate of the log's descriptor, for ``sync_fd`` in a worker thread.
+
+        A duplicate, because rotation may close the original meanwhile; rotation fsyncs the
+        old file itself, so syncing the duplicate covers every record written before it.
+        """
+        return os.dup(self._fd)
+
+    @staticmethod
+    def sync_fd(fd: int) -> None:
+        """fsync and close a descriptor from ``sync_handle`` (blocking; raises OSError)."""
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         if self._fd >= 0:
