@@ -312,11 +312,10 @@ class Broker:
             # counted before any await, so the launcher leaving cannot withdraw our push
             pa.waiters += 1
             try:
-                if not launcher:
-                    await self._record("coalesced", **base, pending_id=pa.pending_id)
                 if launcher:
                     await self._launch(pa, ctx.rule, action, params, base)
                 else:
+                    await self._record("coalesced", **base, pending_id=pa.pending_id)
                     await pa.started.wait()
                 if not pa.done.is_set():
                     await ctx.send(
