@@ -64,6 +64,8 @@ StartLimitBurst=5
 [Service]
 Type=notify
 ExecStart={exec_start}
+# SIGHUP re-reads the config and swaps the policy atomically (an invalid file keeps the old)
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2s
 RestartPreventExitStatus={no_restart}
