@@ -26,7 +26,6 @@ __all__ = [
     "AuditLog",
     "VerifyResult",
     "canonical",
-    "fingerprint",
     "verify_chain",
     "verify_files",
 ]
@@ -35,11 +34,6 @@ GENESIS: Final = "0" * 64
 _FORBIDDEN_KEYS: Final = frozenset(
     {"access_token", "refresh_token", "id_token", "client_secret", "secret", "password"}
 )
-
-
-def fingerprint(token: str) -> str:
-    """A short, non-reversible name for a token: enough to correlate, useless to replay."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def canonical(record: dict[str, object]) -> bytes:

@@ -25,8 +25,7 @@ import httpx
 import trio
 
 from aegisd import proxy
-from aegisd.audit import fingerprint
-from aegisd.auth0.tokens import Approval, CibaStart, Credential
+from aegisd.auth0.tokens import Approval, CibaStart, Credential, token_fingerprint
 from aegisd.config import CallerRule, CredentialSpec
 from aegisd.errors import (
     AegisError,
@@ -437,7 +436,7 @@ class Broker:
                     "pending",
                     **base,
                     pending_id=pa.pending_id,
-                    auth_req=hashlib.sha256(start.auth_req_id.encode()).hexdigest()[:16],
+                    auth_req=start.request_fingerprint,  # the same name the daemon's log uses
                     binding_message=pa.binding_message,
                     expires_at=start.expires_at,
                 )
@@ -513,7 +512,7 @@ class Broker:
                 kind=cred.kind,
                 connection=cred.connection,
                 path=cred.path,
-                fingerprint=fingerprint(cred.access_token),
+                fingerprint=cred.fingerprint,
                 expires_at=cred.expires_at,
             )
             if spec.delivery == "token":
@@ -528,7 +527,9 @@ class Broker:
             del cred
         if spec.delivery == "token":
             assert grant is not None
-            await self._record("delivered", **base, fingerprint=fingerprint(grant.access_token))
+            await self._record(
+                "delivered", **base, fingerprint=token_fingerprint(grant.access_token)
+            )
             await ctx.send(Granted(id=msg.id, grant=grant))
             return
         body = msg.body if isinstance(msg, Proxy) else None

@@ -13,20 +13,19 @@ import os
 import socket
 import struct
 from pathlib import Path
+from typing import Self
 
 from aegisd import wire
 
 _U32 = struct.Struct(">I")
 
 
-class AegisWire:
-    """One connection to aegisd; ``hello()`` first."""
+class _UnixClient:
+    """One blocking AF_UNIX connection with a timeout; closed on exit or on a failed connect."""
 
     def __init__(self, path: Path | str, timeout: float = 30.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.reader = wire.FrameReader()
-        self._id = 0
         try:
             self.sock.connect(os.fspath(path))
         except BaseException:
@@ -36,11 +35,20 @@ class AegisWire:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> AegisWire:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AegisWire(_UnixClient):
+    """One connection to aegisd; ``hello()`` first."""
+
+    def __init__(self, path: Path | str, timeout: float = 30.0) -> None:
+        super().__init__(path, timeout)
+        self.reader = wire.FrameReader()
+        self._id = 0
 
     def next_id(self) -> int:
         self._id += 1
@@ -85,31 +93,13 @@ def _string(data: bytes) -> bytes:
     return _U32.pack(len(data)) + data
 
 
-class SshAgent:
+class SshAgent(_UnixClient):
     """One connection to an OpenSSH agent."""
 
     REQUEST_IDENTITIES = 11
     IDENTITIES_ANSWER = 12
     SIGN_REQUEST = 13
     SIGN_RESPONSE = 14
-
-    def __init__(self, path: Path | str, timeout: float = 30.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(os.fspath(path))
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> SshAgent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _recv_exact(self, n: int) -> bytes:
         buf = b""

@@ -25,7 +25,12 @@ from aegisd.auth0.http import Auth0Http, ClientIdentity
 from aegisd.auth0.idtoken import IdTokenVerifier, JwksCache
 from aegisd.auth0.tokens import Approval, CibaStart, Credential, token_fingerprint
 from aegisd.auth0.vault import ManagementFallback, TokenVault, TokenVaultRefused
-from aegisd.config import Auth0Config, CredentialSpec
+from aegisd.config import (
+    Auth0Config,
+    CredentialSpec,
+    ManagementConfig,
+    TokenVaultClientConfig,
+)
 from aegisd.errors import CredentialUnavailable, SecretsUnavailable
 from aegisd.secrets import SecretStore
 
@@ -74,29 +79,10 @@ class Auth0Client:
         self._jwks = JwksCache(self._http)
         verifier = IdTokenVerifier(cfg, self._jwks, self._http.issuer, now=now)
         self._backchannel = Backchannel(cfg, self._http, app, verifier, now=now)
-        tv = cfg.token_vault
-        api_client = (
-            ClientIdentity(
-                client_id=tv.client_id,
-                method=tv.client_auth,
-                secret_name="token_vault_client_secret",
-                label="Custom API Client",
-            )
-            if tv is not None
-            else None
-        )
+        api_client = _identity(cfg.token_vault, "token_vault_client_secret", "Custom API Client")
         self._vault = TokenVault(self._http, app, api_client)
         mgmt = cfg.management
-        mgmt_identity = (
-            ClientIdentity(
-                client_id=mgmt.client_id,
-                method=mgmt.client_auth,
-                secret_name="management_client_secret",
-                label="management client",
-            )
-            if mgmt is not None
-            else None
-        )
+        mgmt_identity = _identity(mgmt, "management_client_secret", "management client")
         audience = (mgmt.audience if mgmt is not None else None) or self._http.management_base
         self._management = ManagementFallback(self._http, mgmt_identity, audience=audience)
 
@@ -215,3 +201,17 @@ class Auth0Client:
             **self._vault.state(),
             **self._management.state(),
         }
+
+
+def _identity(
+    section: ManagementConfig | TokenVaultClientConfig | None, secret_name: str, label: str
+) -> ClientIdentity | None:
+    """The client an optional ``[auth0.*]`` section configures, if it is there."""
+    if section is None:
+        return None
+    return ClientIdentity(
+        client_id=section.client_id,
+        method=section.client_auth,
+        secret_name=secret_name,
+        label=label,
+    )

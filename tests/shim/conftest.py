@@ -7,13 +7,12 @@ explicit minimal environment (hosts pass only what their config names).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from mcp import StdioServerParameters
 
-from tests.sdk.harness import VENV_BIN, AegisdProcess, Upstream, cleanup, start_aegisd
+from tests.sdk.conftest import aegisd, upstream  # noqa: F401 - the same session fixtures
+from tests.sdk.harness import VENV_BIN
 
 SHIM = VENV_BIN / "aegis-mcp"
 
@@ -26,17 +25,3 @@ def shim_params(socket: Path | str, *extra: str) -> StdioServerParameters:
     return StdioServerParameters(
         command=str(SHIM), args=["--socket", str(socket), *extra], env=shim_env()
     )
-
-
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[Upstream]:
-    server = Upstream()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="session")
-def aegisd(upstream: Upstream) -> Iterator[AegisdProcess]:
-    process = start_aegisd(upstream)
-    yield process
-    cleanup(process)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aegisd.audit import GENESIS, AuditLog, canonical, fingerprint, verify_files
+from aegisd.audit import GENESIS, AuditLog, canonical, verify_files
+from aegisd.auth0.tokens import token_fingerprint as fingerprint
 
 
 @pytest.fixture
