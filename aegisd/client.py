@@ -95,23 +95,9 @@ def default_socket() -> Path:
     return Path(platformdirs.user_runtime_dir("aegis")) / "aegisd.sock"
 
 
-@dataclass(frozen=True, repr=False)
-class Credentials:
-    """A single-use credential. ``repr`` never shows the token."""
-
-    access_token: str
-    token_type: str = "Bearer"
-    expires_at: float | None = None
-    scope: str = ""
-    kind: str = ""
-    connection: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"Credentials(token_type={self.token_type!r}, kind={self.kind!r}, "
-            f"connection={self.connection!r}, expires_at={self.expires_at!r}, "
-            "access_token=<hidden>)"
-        )
+# A single-use credential as the daemon sent it; ``repr`` never shows the token. The wire
+# Struct itself, so the SDK and the protocol cannot drift apart.
+Credentials = wire.Grant
 
 
 @dataclass(frozen=True)
@@ -344,10 +330,7 @@ class AegisClient:
             final = await self._final(waiter, req_id, on_pending)
         if not isinstance(final, wire.Granted):
             raise BadRequest(f"unexpected answer {type(final).__name__} to authorize")
-        g = final.grant
-        return Credentials(
-            g.access_token, g.token_type, g.expires_at, g.scope, g.kind, g.connection
-        )
+        return final.grant
 
     async def proxy(
         self,

@@ -141,7 +141,10 @@ class Pending(_Msg, tag="pending", frozen=True, kw_only=True):
     digest: str
 
 
-class Grant(msgspec.Struct, frozen=True, kw_only=True):
+class Grant(msgspec.Struct, frozen=True, kw_only=True, weakref=True):
+    """A credential as delivered (the SDK's ``Credentials``); weak-referenceable so a caller
+    can verify nothing keeps it after use."""
+
     access_token: str
     token_type: str = "Bearer"
     expires_at: float | None = None
