@@ -364,6 +364,32 @@ class AegisClient:
             raise BadRequest("unexpected answer to status")
         return final
 
+    async def watch_policy(self, on_change: Callable[[int], Awaitable[None]]) -> None:
+        """Call ``on_change(generation)`` now and after every policy reload, until cancelled.
+
+        Returns never; raises ``DaemonUnavailable`` when the daemon goes away (or the error
+        the daemon ended the watch with, e.g. ``ShuttingDown``).
+        """
+        req_id = next(self._ids)
+        async with self._exchange(wire.Watch(id=req_id)) as waiter:
+            try:
+                while True:
+                    try:
+                        msg = await waiter.receive.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        raise self._closed_error or DaemonUnavailable(
+                            "aegisd closed the connection"
+                        ) from None
+                    if isinstance(msg, wire.Error):
+                        raise error_for_code(msg.code, msg.message, msg.retry_after)
+                    if isinstance(msg, wire.PolicyChanged):
+                        await on_change(msg.generation)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    with suppress(AegisError):
+                        await self._send(wire.Cancel(id=req_id))
+                raise
+
     async def pending(self) -> list[wire.PendingInfo]:
         final = await self._simple(wire.ListPending(id=next(self._ids)))
         if not isinstance(final, wire.PendingList):
@@ -532,7 +558,7 @@ def _flat_arguments(bound: inspect.BoundArguments) -> dict[str, object]:
 
 def _tool_error_result(exc: AegisError) -> object:
     """The same ``isError`` result aegis-mcp returns; only called with mcp already imported."""
-    from aegisd.mcp_shim import error_result
+    from aegisd.mcp_results import error_result
 
     return error_result(exc)
 

@@ -22,6 +22,7 @@ from aegisd.errors import ConfigError
 
 __all__ = [
     "ActionSpec",
+    "AnnotationsSpec",
     "Auth0Config",
     "CallerRule",
     "Config",
@@ -162,8 +163,19 @@ class RememberSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ttl: float = 0.0
 
 
+class AnnotationsSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """MCP tool hints the policy states itself; unset ones are derived (docs/CONFIG.md)."""
+
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+
 class ActionSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
+    title: str = ""  # a short human name (MCP tool title)
+    annotations: AnnotationsSpec = AnnotationsSpec()
     approval: Literal["none", "ciba", "deny"] = "ciba"
     binding_message: str = ""
     params: dict[str, str] = {}

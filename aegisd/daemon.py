@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import httpx
+import msgspec
 import trio
 
 from aegisd import wire
@@ -137,6 +138,9 @@ class Daemon:
         self.broker: Broker  # built in serve()
         self.stopping = False
         self._cancel: trio.CancelScope | None = None
+        # bumped by every successful reload; Watch requests wait on the event
+        self.policy_generation = 0
+        self._policy_swapped = trio.Event()
 
     # ---- running -------------------------------------------------------------------------
 
@@ -334,6 +338,13 @@ class Daemon:
                             delivery=a.spec.delivery,
                             params_schema=a.params_schema(),
                             body=bool(a.spec.request and a.spec.request.body),
+                            method=a.spec.request.method if a.spec.request else "",
+                            title=a.spec.title,
+                            annotations={
+                                k: v
+                                for k, v in msgspec.structs.asdict(a.spec.annotations).items()
+                                if v is not None
+                            },
                         )
                         for a in self.policy.actions_for(rule)
                     ],
@@ -374,6 +385,7 @@ class Daemon:
             auth0=auth0,
             actions=len(self.policy.actions),
             callers=len(self.policy.callers),
+            policy_generation=self.policy_generation,
         )
 
     async def _verify_cached(self) -> VerifyResult:
@@ -387,6 +399,12 @@ class Daemon:
             result = await trio.to_thread.run_sync(verify_files, self.audit.path)
             self._audit_cache = (trio.current_time(), result)
         return result
+
+    async def policy_changed(self, seen: int) -> int:
+        """The policy generation, once it differs from ``seen`` (``Watch`` requests)."""
+        while self.policy_generation == seen:
+            await self._policy_swapped.wait()
+        return self.policy_generation
 
     # ---- reload --------------------------------------------------------------------------
 
@@ -413,8 +431,15 @@ class Daemon:
             if conn.peer is not None:  # re-match rules so a removed caller loses access now
                 digest = self._hasher.cached(conn.peer)
                 conn.rule = match_caller(conn.peer, new_policy.callers, digest)
+        self.policy_generation += 1
+        self._policy_swapped.set()
+        self._policy_swapped = trio.Event()
         await self.record(
-            "reloaded", actions=len(new_policy.actions), changed=changed, forgotten=forgotten
+            "reloaded",
+            actions=len(new_policy.actions),
+            changed=changed,
+            forgotten=forgotten,
+            generation=self.policy_generation,
         )
         log.info("policy reloaded: %d actions", len(new_policy.actions))
         return True

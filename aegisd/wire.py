@@ -42,10 +42,12 @@ __all__ = [
     "Pending",
     "PendingInfo",
     "PendingList",
+    "PolicyChanged",
     "Proxy",
     "ProxyResponse",
     "Status",
     "StatusReport",
+    "Watch",
     "Welcome",
     "decode_client",
     "decode_daemon",
@@ -96,6 +98,13 @@ class Status(_Msg, tag="status", frozen=True, kw_only=True):
     id: int
 
 
+class Watch(_Msg, tag="watch", frozen=True, kw_only=True):
+    """Follow the policy: answered by a ``PolicyChanged`` now and after every reload, until
+    ``Cancel{id}`` or the connection ends (no idle timeout while it runs)."""
+
+    id: int
+
+
 class ListPending(_Msg, tag="list_pending", frozen=True, kw_only=True):
     id: int
 
@@ -114,7 +123,16 @@ class Lock(_Msg, tag="lock", frozen=True, kw_only=True):
 
 
 ClientMessage = (
-    Hello | Authorize | Proxy | Cancel | ListActions | Status | ListPending | CancelPending | Lock
+    Hello
+    | Authorize
+    | Proxy
+    | Cancel
+    | ListActions
+    | Status
+    | ListPending
+    | CancelPending
+    | Lock
+    | Watch
 )
 
 
@@ -132,6 +150,7 @@ class Welcome(_Msg, tag="welcome", frozen=True, kw_only=True):
     protocol: str
     daemon_version: str
     peer: PeerInfo
+    policy_generation: int = 0
 
 
 class Pending(_Msg, tag="pending", frozen=True, kw_only=True):
@@ -182,6 +201,18 @@ class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
     delivery: str = "proxy"
     params_schema: dict[str, object] = {}
     body: bool = False
+    method: str = ""  # the proxy request's HTTP method ("" for token delivery)
+    title: str = ""
+    # the policy's own hints (read_only, destructive, idempotent, open_world); the shim
+    # derives the rest from method and approval
+    annotations: dict[str, bool] = {}
+
+
+class PolicyChanged(_Msg, tag="policy_changed", frozen=True, kw_only=True):
+    """Answer to ``Watch``: the policy now in force is number ``generation`` (0 at start)."""
+
+    id: int
+    generation: int
 
 
 class Actions(_Msg, tag="actions", frozen=True, kw_only=True):
@@ -226,6 +257,7 @@ class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     auth0: dict[str, str] = {}
     actions: int = 0
     callers: int = 0
+    policy_generation: int = 0
 
 
 DaemonMessage = (
@@ -238,6 +270,7 @@ DaemonMessage = (
     | PendingList
     | Locked
     | StatusReport
+    | PolicyChanged
 )
 
 _ENCODER: Final = msgspec.msgpack.Encoder()

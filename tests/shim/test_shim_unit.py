@@ -13,17 +13,12 @@ import trio
 from mcp import Client
 
 from aegisd import wire
-from aegisd.client import ProxyResult
 from aegisd.errors import InvalidParams, RateLimited
-from aegisd.mcp_shim import (
-    STATUS_TOOL,
-    Shim,
-    _split_arguments,
-    error_result,
-    plan_tools,
-    proxy_result,
-    tool_name,
-)
+from aegisd.host_schema import STATUS_TOOL, tool_name
+from aegisd.mcp_results import error_result
+from aegisd.mcp_results import proxy_result as _proxy_result
+from aegisd.mcp_shim import Shim
+from aegisd.mcp_shim.tools import plan_tools, split_arguments
 from tests.sdk.harness import AegisdProcess
 
 TIMEOUT = 20
@@ -39,27 +34,35 @@ def test_tool_names() -> None:
     assert tool_name("x" * 100) == "x" * 64
 
 
-def test_plan_tools_skips_token_and_denied_and_resolves_collisions() -> None:
+def proxy_result(result: tuple[int, dict[str, str], bytes]) -> object:
+    return _proxy_result(*result)
+
+
+def ProxyResult(
+    status: int, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:  # noqa: N802
+    return (status, headers, body)
+
+
+def test_plan_tools_skips_token_and_denied_and_never_renames() -> None:
     tools = plan_tools(
         [
             info("gh.read", approval="none"),
-            info("gh_read", approval="none"),
+            info("gh_read", approval="none"),  # policy check refuses this pair
             info("gh.token", delivery="token"),
             info("gh.never", approval="deny"),
             info("aegis.status", approval="none"),
         ]
     )
-    assert {name: t.action.name for name, t in tools.items()} == {
-        "aegis_status_2": "aegis.status",  # the status tool's name stays reserved
-        "gh_read": "gh.read",
-        "gh_read_2": "gh_read",
-    }
+    # the first by name keeps the tool name; a clash is never renamed with a suffix
+    assert {name: t.action.name for name, t in tools.items()} == {"gh_read": "gh.read"}
     assert STATUS_TOOL not in tools
 
 
 def test_tool_description_and_schema() -> None:
     (tool,) = plan_tools([info("a.b", approval="ciba", description="Do b")]).values()
     assert tool.description().startswith("Do b (needs the person's approval")
+    assert "approval_pending" in tool.description()
     assert tool.input_schema() == {"type": "object", "properties": {}}
     (bare,) = plan_tools([info("c", approval="none")]).values()
     assert bare.description() == "aegisd action c"
@@ -100,15 +103,21 @@ def test_error_result_shape() -> None:
 
 
 def test_split_arguments() -> None:
-    with_body = info("n", body=True)
-    assert _split_arguments(with_body, {"body": {"k": [1]}, "a": 1, "b": True, "c": None}) == (
-        {"a": "1", "b": "true"},
+    schema = {"properties": {"n": {"type": ["string", "integer"]}, "s": {"type": "string"}}}
+    with_body = info("n", body=True, params_schema=schema)
+    assert split_arguments(with_body, {"body": {"k": [1]}, "n": 5, "s": "x", "c": None}) == (
+        {"n": "5", "s": "x"},
         b'{"k": [1]}',
     )
     # without a body in the policy, "body" is an ordinary (and, here, unknown) parameter
-    assert _split_arguments(info("x"), {"body": "text"}) == ({"body": "text"}, None)
+    assert split_arguments(info("x"), {"body": "text"}) == ({"body": "text"}, None)
+    # what the schema does not promise is refused: lists, booleans, floats, integers for a
+    # string-only parameter, negative integers
+    for value in ([1, 2], True, 1.5, -1):
+        with pytest.raises(InvalidParams):
+            split_arguments(with_body, {"n": value})
     with pytest.raises(InvalidParams):
-        _split_arguments(info("x"), {"a": [1, 2]})
+        split_arguments(with_body, {"s": 5})
 
 
 # ---- in process ----------------------------------------------------------------------------

@@ -1,0 +1,21 @@
+"""``aegis-mcp``: the MCP stdio server an agent launches to reach aegisd.
+
+Each action the daemon lists for this caller becomes a tool; a call becomes a ``Proxy``
+request, so the model sees the API's answer and never a credential. The package is split by
+concern:
+
+* ``tools``: which tools exist and what a host sees of them (schemas, titles, annotations);
+* ``claims``: the in-memory handles that let a repeated call re-attach to its own approval;
+* ``tasks``: MCP Tasks (2025-11-25) for hosts that poll a long call instead of holding it;
+* ``server``: the session, the handlers, the policy watcher and ``main``;
+
+and ``aegisd.mcp_results`` holds the result shapes (shared with the SDK's decorator). It
+must not hold or show a credential, nor fail to start when aegisd is down: then it lists a
+single ``aegis_status`` tool and announces the real tools once the daemon answers.
+"""
+
+from __future__ import annotations
+
+from aegisd.mcp_shim.server import CLIENT_NAME, DEFAULT_MAX_WAIT, Shim, main, serve_stdio
+
+__all__ = ["CLIENT_NAME", "DEFAULT_MAX_WAIT", "Shim", "main", "serve_stdio"]
