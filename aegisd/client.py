@@ -337,6 +337,8 @@ class AegisClient:
         action: str,
         *,
         body: bytes | str | None = None,
+        claim: bytes | None = None,
+        max_wait: float | None = None,
         on_pending: PendingCallback | None = None,
         **params: str,
     ) -> ProxyResult:
