@@ -15,8 +15,7 @@ from mcp import Client
 from aegisd import wire
 from aegisd.errors import InvalidParams, RateLimited
 from aegisd.host_schema import STATUS_TOOL, tool_name
-from aegisd.mcp_results import error_result
-from aegisd.mcp_results import proxy_result as _proxy_result
+from aegisd.mcp_results import error_result, proxy_result
 from aegisd.mcp_shim import Shim
 from aegisd.mcp_shim.tools import plan_tools, split_arguments
 from tests.sdk.harness import AegisdProcess
@@ -32,16 +31,6 @@ def test_tool_names() -> None:
     assert tool_name("github.delete_repo") == "github_delete_repo"
     assert tool_name("a.b-c_d") == "a_b-c_d"
     assert tool_name("x" * 100) == "x" * 64
-
-
-def proxy_result(result: tuple[int, dict[str, str], bytes]) -> object:
-    return _proxy_result(*result)
-
-
-def ProxyResult(
-    status: int, headers: dict[str, str], body: bytes
-) -> tuple[int, dict[str, str], bytes]:  # noqa: N802
-    return (status, headers, body)
 
 
 def test_plan_tools_skips_token_and_denied_and_never_renames() -> None:
@@ -69,22 +58,22 @@ def test_tool_description_and_schema() -> None:
 
 
 def test_proxy_result_shapes() -> None:
-    ok = proxy_result(ProxyResult(200, {"content-type": "application/json"}, b'{"a": 1}'))
+    ok = proxy_result(200, {"content-type": "application/json"}, b'{"a": 1}')
     assert not ok.is_error and ok.structured_content == {
         "status": 200,
         "headers": {"content-type": "application/json"},
         "body": {"a": 1},
     }
-    broken = proxy_result(ProxyResult(200, {"content-type": "application/json"}, b"{nope"))
+    broken = proxy_result(200, {"content-type": "application/json"}, b"{nope")
     assert broken.structured_content is not None and broken.structured_content["body"] == "{nope"
-    vendor = proxy_result(ProxyResult(200, {"content-type": "application/vnd.x+json"}, b"[1]"))
+    vendor = proxy_result(200, {"content-type": "application/vnd.x+json"}, b"[1]")
     assert vendor.structured_content is not None and vendor.structured_content["body"] == [1]
-    blob = proxy_result(ProxyResult(200, {}, b"\xff\x00"))
+    blob = proxy_result(200, {}, b"\xff\x00")
     assert blob.structured_content is not None
     assert base64.b64decode(str(blob.structured_content["body_base64"])) == b"\xff\x00"
-    empty = proxy_result(ProxyResult(204, {}, b""))
+    empty = proxy_result(204, {}, b"")
     assert [getattr(c, "text", "") for c in empty.content] == ["HTTP 204 (empty response)"]
-    failed = proxy_result(ProxyResult(500, {"content-type": "text/plain"}, b"oops"))
+    failed = proxy_result(500, {"content-type": "text/plain"}, b"oops")
     assert failed.is_error and failed.structured_content is not None
     assert failed.structured_content["error"] == {
         "code": "upstream_error",
