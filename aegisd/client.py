@@ -337,8 +337,6 @@ class AegisClient:
         action: str,
         *,
         body: bytes | str | None = None,
-        claim: bytes | None = None,
-        max_wait: float | None = None,
         on_pending: PendingCallback | None = None,
         **params: str,
     ) -> ProxyResult:
