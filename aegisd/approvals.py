@@ -125,6 +125,14 @@ class _PendingApproval:
     def key(self) -> tuple[str, str]:
         return (self.digest, self.owner)
 
+    @property
+    def state(self) -> str:
+        """``pending`` while the push is out, then what the person answered (held for its
+        requester): ``approved`` or the outcome's code."""
+        if not self.done.is_set() or self.outcome is None:
+            return "pending"
+        return "approved" if isinstance(self.outcome, Approval) else self.outcome.code
+
     def info(self) -> PendingInfo:
         return PendingInfo(
             pending_id=self.pending_id,
@@ -136,7 +144,7 @@ class _PendingApproval:
             expires_at=self.expires_at,
             waiters=self.waiters,
             params=dict(self.params),
-            state="approved" if isinstance(self.outcome, Approval) else "pending",
+            state=self.state,
         )
 
 

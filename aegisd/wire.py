@@ -216,7 +216,7 @@ class PendingInfo(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: float
     waiters: int = 1
     params: dict[str, str] = {}  # the full parameters, to check against the phone's text
-    state: str = "pending"  # pending | approved (held for its requester to collect)
+    state: str = "pending"  # then the answer held for its requester: approved or an error code
 
 
 class PendingList(_Msg, tag="pending_list", frozen=True, kw_only=True):
