@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aegisd.client import AegisClient, PendingEvent
-from aegisd.errors import AegisError, Internal, PolicyDenied, UnknownAction
+from aegisd.errors import AegisError, ApprovalPending, Internal, PolicyDenied, UnknownAction
 from aegisd.host_schema import STATUS_TOOL
 from aegisd.mcp_results import error_result, pending_result, proxy_result
 from aegisd.mcp_shim.claims import ClaimBook, claim_key
@@ -376,20 +376,20 @@ class Shim:
 
             try:
                 async with self._client() as client:
-                    outcome = await client.proxy(
+                    outcome = await client.proxy_params(
                         tool.action.name,
+                        params,
                         body=body,
                         claim=claim,
                         max_wait=max_wait if tool.needs_approval else None,
                         on_pending=on_pending,
-                        **params,
                     )
             except AegisError as exc:
                 outcome = exc
             tg.cancel_scope.cancel()
-        if isinstance(outcome, AegisError) and outcome.code == "approval_pending":
+        if isinstance(outcome, ApprovalPending):
             binding = progress.event.binding_message if progress.event else ""
-            expires_at = getattr(outcome, "expires_at", None) or time.time()
+            expires_at = outcome.expires_at or time.time()
             self.claims.pending_until(key, expires_at, binding)
             log.info("tool %r: approval still pending after %s s", name[:64], max_wait)
             return _Waiting(
