@@ -152,12 +152,11 @@ def param_schema(pattern: str) -> dict[str, object]:
     All-digit patterns also accept a JSON integer (models send ``5`` for ``^[0-9]+$``); the
     shim turns it into its decimal text, which the daemon then checks against the pattern.
     """
-    anchored = _anchored(pattern)
+    text = {"type": "string", "pattern": _anchored(pattern)}
     if accepts_integer(pattern):
+        # anyOf, not "type": [...]: strict validators (ajv's strictTypes) refuse union types
         return {
-            "type": ["string", "integer"],
-            "pattern": anchored,
-            "minimum": 0,
+            "anyOf": [text, {"type": "integer", "minimum": 0}],
             "description": "digits only; a JSON integer is accepted too",
         }
-    return {"type": "string", "pattern": anchored}
+    return text

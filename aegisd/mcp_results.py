@@ -51,7 +51,8 @@ PROXY_OUTPUT_SCHEMA: Final[dict[str, object]] = {
         "body_base64": {"type": "string", "description": "a binary answer, base64"},
         "error": _ERROR_SCHEMA,
     },
-    "anyOf": [{"required": ["status", "headers", "body"]}, {"required": ["error"]}],
+    # no top-level "required": an answer has status/headers/body, a refusal only error, and a
+    # "required" inside anyOf branches is refused by strict validators (ajv's strictRequired)
 }
 
 

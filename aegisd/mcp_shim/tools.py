@@ -159,8 +159,10 @@ def wire_info(info: wire.ActionInfo) -> object:
 def _integer_ok(action: wire.ActionInfo, key: str) -> bool:
     props = action.params_schema.get("properties")
     prop = props.get(key) if isinstance(props, dict) else None
-    kind = prop.get("type") if isinstance(prop, dict) else None
-    return isinstance(kind, list) and "integer" in kind
+    choices = prop.get("anyOf") if isinstance(prop, dict) else None
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("type") == "integer" for c in choices
+    )
 
 
 def split_arguments(

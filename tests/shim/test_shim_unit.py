@@ -14,7 +14,7 @@ from mcp import Client
 
 from aegisd import wire
 from aegisd.errors import InvalidParams, RateLimited
-from aegisd.host_schema import STATUS_TOOL, tool_name
+from aegisd.host_schema import STATUS_TOOL, param_schema, tool_name
 from aegisd.mcp_results import error_result, proxy_result
 from aegisd.mcp_shim import Shim
 from aegisd.mcp_shim.tools import plan_tools, split_arguments
@@ -92,7 +92,8 @@ def test_error_result_shape() -> None:
 
 
 def test_split_arguments() -> None:
-    schema = {"properties": {"n": {"type": ["string", "integer"]}, "s": {"type": "string"}}}
+    digits = param_schema("^[0-9]+$")
+    schema = {"properties": {"n": digits, "s": param_schema("^[a-z]+$")}}
     with_body = info("n", body=True, params_schema=schema)
     assert split_arguments(with_body, {"body": {"k": [1]}, "n": 5, "s": "x", "c": None}) == (
         {"n": "5", "s": "x"},
