@@ -152,7 +152,7 @@ def param_schema(pattern: str) -> dict[str, object]:
     All-digit patterns also accept a JSON integer (models send ``5`` for ``^[0-9]+$``); the
     shim turns it into its decimal text, which the daemon then checks against the pattern.
     """
-    text = {"type": "string", "pattern": _anchored(pattern)}
+    text: dict[str, object] = {"type": "string", "pattern": _anchored(pattern)}
     if accepts_integer(pattern):
         # anyOf, not "type": [...]: strict validators (ajv's strictTypes) refuse union types
         return {

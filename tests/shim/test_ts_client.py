@@ -107,7 +107,9 @@ async def test_an_approval_after_the_wait_completes_with_a_repeated_call() -> No
     assert error["code"] == "approval_pending"
     assert error["retry_after"] > 0 and error["expires_at"] > 0
     text = first["content"][0]["text"]
-    assert text.startswith("Waiting for the person's approval on their phone: Delete repo scratch #")
+    assert text.startswith(
+        "Waiting for the person's approval on their phone: Delete repo scratch #"
+    )
     assert "The request stays valid for " in text and "with the same arguments" in text
     result = second["result"]
     assert result["isError"] is False, result
@@ -141,7 +143,8 @@ async def test_the_tasks_path_waits_past_max_wait_without_a_second_call() -> Non
     result = done["result"]
     assert result["isError"] is False, result
     assert result["structuredContent"]["body"]["deleted"] == "aegis-demo"
-    assert result["_meta"]["io.modelcontextprotocol/related-task"]["taskId"] == (
-        created["task"]["taskId"]
+    assert (
+        result["_meta"]["io.modelcontextprotocol/related-task"]["taskId"]
+        == (created["task"]["taskId"])
     )
     assert count == 1
