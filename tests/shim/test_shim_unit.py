@@ -15,10 +15,14 @@ from mcp import Client
 from aegisd import wire
 from aegisd.errors import InvalidParams, RateLimited
 from aegisd.host_schema import STATUS_TOOL, param_schema, tool_name
-from aegisd.mcp_results import error_result, proxy_result
+from aegisd.mcp_results import error_result, pending_result, proxy_result
 from aegisd.mcp_shim import Shim
+from aegisd.mcp_shim.claims import ClaimBook, claim_key
 from aegisd.mcp_shim.tools import plan_tools, split_arguments
 from tests.sdk.harness import AegisdProcess
+
+from .conftest import SHIM, shim_env
+from .rawmcp import raw_shim
 
 TIMEOUT = 20
 
@@ -150,3 +154,69 @@ async def test_in_process_listing_and_call(aegisd: AegisdProcess) -> None:
     assert "t_get" in names and "t_token" not in names
     assert result.structured_content is not None
     assert result.structured_content["body"] == {"name": "aegis-demo"}
+
+
+# ---- claims --------------------------------------------------------------------------------
+
+
+def test_claims_are_per_call_random_and_bounded() -> None:
+    book = ClaimBook(max_entries=2)
+    a = claim_key("t_delete", {"repo": "a", "outcome": "x"})
+    assert a == claim_key("t_delete", {"outcome": "x", "repo": "a"})  # canonical arguments
+    assert a != claim_key("t_delete", {"repo": "b", "outcome": "x"})
+    assert a != claim_key("t_other", {"repo": "a", "outcome": "x"})
+    first = book.claim_for(a, now=100.0)
+    assert len(first) == 32 and book.claim_for(a, now=101.0) == first
+    book.pending_until(a, 160.0, "Delete a #1")
+    assert book.claim_for(a, now=159.0) == first and book.binding_message(a) == "Delete a #1"
+    assert book.claim_for(a, now=160.0) != first  # expired with its approval
+    book.drop(a)
+    assert book.claim_for(a, now=170.0) not in (first,)
+    for i in range(5):
+        book.claim_for(claim_key("t", {"i": i}), now=170.0)
+    assert len(book) == 2
+
+
+def test_pending_result_text() -> None:
+    result = pending_result("Delete repo scratch #a1b2c3", 1074.4, 1.0, now=1000.0)
+    assert result.is_error
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert text == (
+        "Waiting for the person's approval on their phone: Delete repo scratch #a1b2c3. The "
+        "request stays valid for 74 s. Call this tool again with the same arguments to "
+        "continue; do not change them."
+    )
+    assert result.structured_content == {
+        "error": {
+            "code": "approval_pending",
+            "message": text,
+            "retry_after": 1.0,
+            "expires_at": 1074.4,
+        }
+    }
+
+
+async def test_a_cancelled_call_leaves_a_line_on_stderr(aegisd: AegisdProcess) -> None:
+    command = [str(SHIM), "--socket", str(aegisd.socket)]
+    with trio.fail_after(TIMEOUT):
+        async with raw_shim(command, shim_env()) as shim:
+            await shim.initialize()
+            rid = await shim.request(
+                "tools/call",
+                {
+                    "name": "t_delete",
+                    "arguments": {"repo": "cancelled", "outcome": "hang"},
+                    "_meta": {"progressToken": "c1"},
+                },
+            )
+            await shim.wait_for(lambda m: m.get("method") == "notifications/progress")
+            await shim.send(
+                {
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": rid, "reason": "Request timed out"},
+                }
+            )
+            while b"cancelled the call" not in shim.err:
+                await trio.sleep(0.02)
+    line = next(x for x in shim.err.decode().splitlines() if "cancelled the call" in x)
+    assert "'t_delete'" in line and "while the approval was pending" in line
