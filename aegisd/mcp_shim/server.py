@@ -154,6 +154,7 @@ class Shim:
         self._signature: str | None = None
         self._bus = InMemorySubscriptionBus()
         self._session: ServerSession | None = None  # the handshake-era session, once seen
+        self._answered: Any = None  # an anyio Event: the first request has been answered
 
     def _client(self) -> AegisClient:
         return AegisClient(
@@ -204,6 +205,10 @@ class Shim:
         import anyio
 
         delay = self.watch_retry
+        if self._answered is not None:
+            # start after the first answer (initialize): the host waits for that one, and on
+            # a busy machine two more connections to the daemon would only delay it
+            await self._answered.wait()
 
         async def on_change(generation: int) -> None:
             nonlocal delay
@@ -226,6 +231,7 @@ class Shim:
         """The session's background work (policy watcher, tasks) for the ``with`` body."""
         import anyio
 
+        self._answered = anyio.Event()
         async with anyio.create_task_group() as tg:
             self.tasks.group = tg
             tg.start_soon(self.watch)
@@ -251,7 +257,11 @@ class Shim:
                 and self.tasks.group is not None
             ):
                 return self._start_task(params)
-        return await call_next(ctx)
+        try:
+            return await call_next(ctx)
+        finally:
+            if self._answered is not None:
+                self._answered.set()
 
     def _start_task(self, raw: Mapping[str, Any]) -> dict[str, object]:
         import mcp_types
