@@ -16,6 +16,15 @@ single ``aegis_status`` tool and announces the real tools once the daemon answer
 
 from __future__ import annotations
 
-from aegisd.mcp_shim.server import CLIENT_NAME, DEFAULT_MAX_WAIT, Shim, main, serve_stdio
+__all__ = ["main"]
 
-__all__ = ["CLIENT_NAME", "DEFAULT_MAX_WAIT", "Shim", "main", "serve_stdio"]
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``aegis-mcp`` console script (``aegisd.mcp_shim.server.main``).
+
+    Imported here, not at the top: the submodules import each other by their own names, so
+    the package itself stays out of every import chain (no cycle through ``__init__``).
+    """
+    from aegisd.mcp_shim.server import main as run
+
+    run(argv)

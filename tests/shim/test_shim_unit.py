@@ -13,11 +13,12 @@ import trio
 from mcp import Client
 
 from aegisd import wire
+from aegisd.client import AegisClient
 from aegisd.errors import InvalidParams, RateLimited
 from aegisd.host_schema import STATUS_TOOL, param_schema, tool_name
 from aegisd.mcp_results import error_result, pending_result, proxy_result
-from aegisd.mcp_shim import Shim
 from aegisd.mcp_shim.claims import ClaimBook, claim_key
+from aegisd.mcp_shim.server import Shim
 from aegisd.mcp_shim.tools import plan_tools, split_arguments
 from tests.sdk.harness import AegisdProcess
 
@@ -220,3 +221,47 @@ async def test_a_cancelled_call_leaves_a_line_on_stderr(aegisd: AegisdProcess) -
                 await trio.sleep(0.02)
     line = next(x for x in shim.err.decode().splitlines() if "cancelled the call" in x)
     assert "'t_delete'" in line and "while the approval was pending" in line
+
+
+async def test_task_get_list_cancel_withdraws_on_the_daemon(aegisd: AegisdProcess) -> None:
+    """The tasks/* methods the TypeScript test does not reach (its stream only gets and
+    fetches the result): status while pending, listing, cancel, and unknown ids."""
+    command = [str(SHIM), "--socket", str(aegisd.socket)]
+    with trio.fail_after(TIMEOUT):
+        async with raw_shim(command, shim_env()) as shim:
+            init = await shim.initialize()
+            assert init["result"]["capabilities"]["tasks"]["cancel"] == {}
+            rid = await shim.request(
+                "tools/call",
+                {
+                    "name": "t_delete",
+                    "arguments": {"repo": "task-cancel", "outcome": "hang"},
+                    "task": {"ttl": 1000},
+                },
+            )
+            task = (await shim.response(rid))["result"]["task"]
+            assert task["status"] == "working" and task["ttl"] >= 600_000  # outlives approvals
+            while True:
+                rid = await shim.request("tasks/get", {"taskId": task["taskId"]})
+                got = (await shim.response(rid))["result"]
+                if got.get("statusMessage"):
+                    break
+                await trio.sleep(0.05)
+            assert got["statusMessage"].startswith(
+                "Waiting for the person's approval on their phone: Delete task-cancel hang #"
+            )
+            rid = await shim.request("tasks/list", {})
+            listed = (await shim.response(rid))["result"]["tasks"]
+            assert [t["taskId"] for t in listed] == [task["taskId"]]
+            rid = await shim.request("tasks/cancel", {"taskId": task["taskId"]})
+            assert (await shim.response(rid))["result"]["status"] == "cancelled"
+            rid = await shim.request("tasks/result", {"taskId": task["taskId"]})
+            assert "error" in await shim.response(rid)
+            rid = await shim.request("tasks/get", {"taskId": "nope"})
+            assert (await shim.response(rid))["error"]["code"] == -32602
+            async with AegisClient(aegisd.socket) as c:
+                while await c.pending():
+                    await trio.sleep(0.02)
+    assert any(
+        e["event"] == "withdrawn" and e.get("action") == "t.delete" for e in aegisd.audit_events()
+    )
