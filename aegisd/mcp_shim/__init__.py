@@ -7,6 +7,7 @@ concern:
 * ``tools``: which tools exist and what a host sees of them (schemas, titles, annotations);
 * ``claims``: the in-memory handles that let a repeated call re-attach to its own approval;
 * ``tasks``: MCP Tasks (2025-11-25) for hosts that poll a long call instead of holding it;
+* ``progress``: how a waiting call shows the pending approval (progress, task status);
 * ``server``: the session, the handlers, the policy watcher and ``main``;
 
 and ``aegisd.mcp_results`` holds the result shapes (shared with the SDK's decorator). It

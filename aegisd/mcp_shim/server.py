@@ -28,6 +28,7 @@ from aegisd.errors import AegisError, ApprovalPending, Internal, PolicyDenied, U
 from aegisd.host_schema import STATUS_TOOL
 from aegisd.mcp_results import error_result, pending_result, proxy_result
 from aegisd.mcp_shim.claims import ClaimBook, claim_key
+from aegisd.mcp_shim.progress import KEEPALIVE_SECONDS, Progress, TaskProgress
 from aegisd.mcp_shim.tasks import TaskBook, TaskRun
 from aegisd.mcp_shim.tools import ActionTool, plan_tools, split_arguments, status_tool
 from aegisd.mcp_shim.tools import tools_signature as _signature
@@ -43,7 +44,6 @@ __all__ = ["CLIENT_NAME", "DEFAULT_MAX_WAIT", "Shim", "main", "serve_stdio"]
 log = logging.getLogger("aegisd.mcp_shim")
 
 CLIENT_NAME: Final = "aegis-mcp"
-KEEPALIVE_SECONDS: Final = 15.0
 DEFAULT_MAX_WAIT: Final = 45.0  # below every host's fixed cap (about 60 s)
 _INSTRUCTIONS: Final = (
     "These tools are actions brokered by aegisd, which holds the credentials. Some need the "
@@ -67,55 +67,6 @@ def _modern(ctx: ServerRequestContext[Any]) -> bool:
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
     return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-
-
-class _Progress:
-    """Turns the daemon's ``Pending`` events into MCP progress for one tool call."""
-
-    def __init__(self, session: ServerSession | None, keepalive: float) -> None:
-        self._session = session
-        self._keepalive = keepalive
-        self._step = 0
-        self.event: PendingEvent | None = None
-
-    async def report(self, event: PendingEvent, *, remaining: bool = False) -> None:
-        if self._session is None:
-            return
-        self._step += 1
-        message = f"Approve on your phone: {event.binding_message}"
-        if remaining:
-            left = max(0, round(event.expires_at - time.time()))
-            message += f" (expires in {left} s)"
-        try:
-            await self._session.report_progress(self._step, None, message)
-        except Exception:  # progress is a courtesy: never let it end the approval
-            log.debug("could not report progress", exc_info=True)
-
-    async def on_pending(self, event: PendingEvent) -> None:
-        self.event = event
-        await self.report(event)
-
-    async def keep_alive(self) -> None:
-        """Repeat the progress while the person has not answered (some hosts reset on it)."""
-        import anyio
-
-        while True:
-            await anyio.sleep(self._keepalive)
-            if self.event is not None:
-                await self.report(self.event, remaining=True)
-
-
-class _TaskProgress(_Progress):
-    """A task's pending approval shows in its ``statusMessage`` (``tasks/get``)."""
-
-    def __init__(self, run: TaskRun) -> None:
-        super().__init__(None, KEEPALIVE_SECONDS)
-        self._run = run
-
-    async def report(self, event: PendingEvent, *, remaining: bool = False) -> None:
-        self._run.set_message(
-            f"Waiting for the person's approval on their phone: {event.binding_message}"
-        )
 
 
 class Shim:
@@ -270,7 +221,7 @@ class Shim:
         name, arguments = params.name, dict(params.arguments or {})
 
         async def run(task: TaskRun) -> mcp_types.CallToolResult:
-            outcome = await self._guarded(name, arguments, _TaskProgress(task), None)
+            outcome = await self._guarded(name, arguments, TaskProgress(task), None)
             if isinstance(outcome, _Waiting):  # pragma: no cover - no max_wait for tasks
                 return pending_result(outcome.binding_message, outcome.expires_at, 1.0)
             return outcome
@@ -306,7 +257,7 @@ class Shim:
                 return await self._status()
             except AegisError as exc:
                 return error_result(exc)
-        progress = _Progress(ctx.session, self.keepalive)
+        progress = Progress(ctx.session, self.keepalive)
         outcome = await self._guarded(
             params.name, dict(params.arguments or {}), progress, self.max_wait
         )
@@ -322,7 +273,7 @@ class Shim:
         self,
         name: str,
         arguments: dict[str, Any],
-        progress: _Progress,
+        progress: Progress,
         max_wait: float | None,
     ) -> mcp_types.CallToolResult | _Waiting:
         """``_call`` with every refusal as a result and every surprise hidden."""
@@ -364,7 +315,7 @@ class Shim:
         self,
         name: str,
         arguments: dict[str, Any],
-        progress: _Progress,
+        progress: Progress,
         max_wait: float | None,
     ) -> mcp_types.CallToolResult | _Waiting:
         import anyio
