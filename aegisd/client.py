@@ -161,6 +161,7 @@ class AegisClient:
     client_name: str = CLIENT_NAME
     peer: wire.PeerInfo | None = field(default=None, init=False)
     daemon_version: str = field(default="", init=False)
+    policy_generation: int = field(default=0, init=False)  # as of the handshake
     _stream: anyio.abc.SocketStream | None = field(default=None, init=False, repr=False)
     _tg: anyio.abc.TaskGroup | None = field(default=None, init=False, repr=False)
     _waiters: dict[int, _Waiter] = field(default_factory=dict, init=False, repr=False)
@@ -208,6 +209,7 @@ class AegisClient:
             await self._close_stream()
             raise BadRequest("daemon did not answer Hello with Welcome")
         self.peer, self.daemon_version = first.peer, first.daemon_version
+        self.policy_generation = first.policy_generation
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_loop)
