@@ -115,9 +115,15 @@ async def _drive_shim(socket: Path, repo: str, interactive: bool, phone_url: str
                 _say(f"   … {message}")
 
         with trio.fail_after(300):
-            result = await session.call_tool(
-                delete_tool, {"repo": repo}, progress_callback=on_progress
-            )
+            while True:
+                result = await session.call_tool(
+                    delete_tool, {"repo": repo}, progress_callback=on_progress
+                )
+                error = (result.structured_content or {}).get("error") or {}
+                if error.get("code") != "approval_pending":
+                    break
+                # what an agent does: the same call again re-attaches to the same push
+                _say("   … still waiting for you (approval_pending): calling again")
         _say(_render(result))
         failures += bool(result.is_error)
     return failures
