@@ -173,6 +173,8 @@ class Shim:
                     await client.watch_policy(on_change)
             except AegisError as exc:
                 log.debug("policy watch ended: %s", exc.code)
+            except Exception:  # our bug: keep serving the host with the last plan
+                log.exception("the policy watch failed")
             await self.refresh()
             await anyio.sleep(delay)
             delay = min(delay * 2, self.watch_retry * 10)
@@ -216,11 +218,18 @@ class Shim:
 
     def _start_task(self, raw: Mapping[str, Any]) -> dict[str, object]:
         import mcp_types
+        from mcp.shared.exceptions import MCPError
+        from pydantic import ValidationError
 
-        params = mcp_types.CallToolRequestParams.model_validate(raw, by_name=False)
+        try:
+            params = mcp_types.CallToolRequestParams.model_validate(raw, by_name=False)
+        except ValidationError:
+            raise MCPError(mcp_types.INVALID_PARAMS, "Invalid request parameters") from None
         name, arguments = params.name, dict(params.arguments or {})
 
         async def run(task: TaskRun) -> mcp_types.CallToolResult:
+            if name == STATUS_TOOL:
+                return await self._status_result()
             outcome = await self._guarded(name, arguments, TaskProgress(task), None)
             if isinstance(outcome, _Waiting):  # pragma: no cover - no max_wait for tasks
                 return pending_result(outcome.binding_message, outcome.expires_at, 1.0)
@@ -253,10 +262,7 @@ class Shim:
         import mcp_types
 
         if params.name == STATUS_TOOL:
-            try:
-                return await self._status()
-            except AegisError as exc:
-                return error_result(exc)
+            return await self._status_result()
         progress = Progress(ctx.session, self.keepalive)
         outcome = await self._guarded(
             params.name, dict(params.arguments or {}), progress, self.max_wait
@@ -361,6 +367,12 @@ class Shim:
             raise outcome
         log.info("tool %r: HTTP %d", name[:64], outcome.status)
         return proxy_result(outcome.status, outcome.headers, outcome.body)
+
+    async def _status_result(self) -> mcp_types.CallToolResult:
+        try:
+            return await self._status()
+        except AegisError as exc:
+            return error_result(exc)
 
     async def _status(self) -> mcp_types.CallToolResult:
         import mcp_types
