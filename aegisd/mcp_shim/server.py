@@ -199,7 +199,13 @@ class Shim:
     async def middleware(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
-        """Remember the handshake-era session; start a task for a task-augmented call."""
+        """Remember the handshake-era session; start a task for a task-augmented call; say
+        why the client cancelled a request (a host's own timeout names itself here)."""
+        if ctx.method == "notifications/cancelled" and isinstance(ctx.params, Mapping):
+            reason = str(ctx.params.get("reason") or "no reason given")[:120]
+            log.warning(
+                "the client cancelled request %s: %s", str(ctx.params.get("requestId"))[:32], reason
+            )
         if not _modern(ctx):
             self._session = ctx.session
             params = ctx.params

@@ -148,3 +148,21 @@ async def test_the_tasks_path_waits_past_max_wait_without_a_second_call() -> Non
         == (created["task"]["taskId"])
     )
     assert count == 1
+
+
+async def test_a_host_timeout_leaves_lines_on_the_shims_stderr(aegisd: AegisdProcess) -> None:
+    args = json.dumps({"repo": "timed-out", "outcome": "hang"})
+    with trio.fail_after(TIMEOUT):
+        async with ts_host(
+            "timeout", aegisd.socket, "t_delete", args, shim_args=("--max-wait", "30")
+        ) as host:
+            await host.line()
+            timed_out = await host.until("timed_out")
+            while b"Request timed out" not in host.err:
+                await trio.sleep(0.02)
+            await host.go()
+    assert timed_out["code"] == -32001
+    err = host.err.decode()
+    assert "'t_delete': the client cancelled the call after" in err
+    assert "while the approval was pending" in err
+    assert "the client cancelled request" in err and "Request timed out" in err

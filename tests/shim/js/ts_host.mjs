@@ -6,6 +6,7 @@
 //   schemas [SAMPLES_JSON]  compile every inputSchema/outputSchema with ajv (2020-12) and
 //            validate each [tool, arguments] sample
 //   repeat TOOL ARGS_JSON  call, print the result, wait for a line on stdin, call again
+//   timeout TOOL ARGS_JSON call with a 1 s timeout, print the error, wait for a line
 //   task TOOL ARGS_JSON    list tools, then callToolStream: print every message
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -55,6 +56,16 @@ try {
     await lines.next();
     const again = Date.now();
     out({ event: 'result', ms: Date.now() - again, result: await client.callTool({ name: tool, arguments: args }) });
+  } else if (scenario === 'timeout') {
+    // a host whose own timeout (here 1 s instead of 60 s) ends the call first
+    const [tool, args] = [rest[0], JSON.parse(rest[1])];
+    try {
+      await client.callTool({ name: tool, arguments: args }, undefined, { timeout: 1000 });
+      out({ event: 'answered' });
+    } catch (err) {
+      out({ event: 'timed_out', code: err.code, message: String(err.message) });
+    }
+    await lines.next(); // let the shim's stderr arrive before closing
   } else if (scenario === 'task') {
     const [tool, args] = [rest[0], JSON.parse(rest[1])];
     await client.listTools(); // caches which tools support tasks
