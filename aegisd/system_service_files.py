@@ -43,7 +43,6 @@ _SYSTEM_SERVICE: Final = """\
 # Written by `aegisctl service install --system`; see docs/OPERATIONS.md (separated mode).
 [Unit]
 Description=Aegis credential broker for local AI agents (separated mode)
-Documentation=file:{docs}
 Requires=aegisd.socket
 After=aegisd.socket network-online.target
 Wants=network-online.target
@@ -166,7 +165,6 @@ def render_system_service(
     if lines:
         creds = "\n# Secrets encrypted with systemd-creds\n" + "\n".join(lines) + "\n"
     return _SYSTEM_SERVICE.format(
-        docs="/usr/share/doc/aegis/OPERATIONS.md",
         account=layout.account,
         exec_start=exec_start,
         capabilities=_PTRACE_ONLY if verify_exe else _NO_CAPABILITIES,

@@ -57,8 +57,12 @@ def _table(path: list[str], table: Mapping[str, object], out: list[str]) -> None
     for key, value in table.items():
         sub = [*path, _key(key)]
         if isinstance(value, Mapping) and value:
-            out.append("")
-            out.append(f"[{'.'.join(sub)}]")
+            # A table holding only tables needs no header of its own: [a.b] implies [a].
+            if not all(
+                _is_table_array(v) or (isinstance(v, Mapping) and v) for v in value.values()
+            ):
+                out.append("")
+                out.append(f"[{'.'.join(sub)}]")
             _table(sub, value, out)
         elif _is_table_array(value):
             assert isinstance(value, list)

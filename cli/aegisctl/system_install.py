@@ -66,11 +66,8 @@ def _other_access(path: Path, need: int) -> str | None:
     missing = need & ~st.st_mode & 0o007
     if not missing:
         return None
-    perms = "".join(
-        c
-        for bit, c in ((4, "read"), (1, "enter" if stat.S_ISDIR(st.st_mode) else "execute"))
-        if missing & bit
-    )
+    run = "enter" if stat.S_ISDIR(st.st_mode) else "execute"
+    perms = " or ".join(word for bit, word in ((4, "read"), (1, run)) if missing & bit)
     return f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}: others cannot {perms} it"
 
 
@@ -266,7 +263,13 @@ def install(
     rerun += ["--config", os.path.abspath(config)] if config else []
     rerun += ["--verify-exe"] if verify_exe else []
     rerun += ["--no-start"] if not start else []
-    check_can_run(inst, rerun)
+    try:
+        check_can_run(inst, rerun)
+    except click.ClickException as exc:
+        if not dry_run:
+            raise
+        # A dry run still shows the plan (e.g. from a development checkout); the refusal first.
+        click.echo(f"warning: a real run would stop here:\n{exc.message}\n", err=True)
     apply(plan_system_install(inst), runner, dry_run=dry_run)
     click.echo("")
     click.echo(start_note(inst))

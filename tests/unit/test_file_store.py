@@ -163,9 +163,7 @@ def test_secret_modules_do_not_import_each_other_in_a_cycle() -> None:
         spec = importlib.util.find_spec(module)
         assert spec and spec.origin
         tree = ast.parse(Path(spec.origin).read_text())
-        return {
-            n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-        }
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
 
     assert "aegisd.secrets" not in imports("aegisd.keyring_store")
     assert "aegisd.secrets" not in imports("aegisd.file_store")
