@@ -124,7 +124,7 @@ SocketUser={account}
 SocketGroup={group}
 SocketMode=0660
 # Used only if the directory is missing: tmpfiles.d/aegis.conf creates it at boot
-# ({account}:{group}, 2750) so that members of {group} can reach the socket.
+# ({account}:{group}, 0750) so that members of {group} can reach the socket.
 DirectoryMode=0750
 RemoveOnStop=yes
 
@@ -186,12 +186,12 @@ def render_system_socket(layout: SystemLayout) -> str:
 def render_tmpfiles(layout: SystemLayout) -> str:
     """``/etc/tmpfiles.d/aegis.conf``: the socket directory, recreated at every boot.
 
-    Setgid so that a socket the daemon binds itself (no systemd: ``runuser``) gets the
-    group ``aegis-clients`` too; 0750 so that only that group can reach it.
+    0750 with the group ``aegis-clients``: only that group can reach the socket, and the
+    daemon (checking the directory at start) accepts exactly that with ``socket_group``.
     """
     return (
         "# Written by `aegisctl service install --system`: the separated-mode socket directory.\n"
-        f"d {layout.runtime_dir} 2750 {layout.account} {CLIENTS_GROUP} -\n"
+        f"d {layout.runtime_dir} 0750 {layout.account} {CLIENTS_GROUP} -\n"
     )
 
 

@@ -219,6 +219,7 @@ def read_machine(
         have_clients_group=_group_exists(CLIENTS_GROUP),
         have_account_group=_group_exists(layout.account),
         have_account=_account_exists(layout.account),
+        account_in_group=_in_group(layout.account, CLIENTS_GROUP),
         person_in_group=_in_group(person, CLIENTS_GROUP),
     )
 

@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from aegisctl.install_steps import MakeDir, RemoveFile, RemoveTree, Run, Step, WriteFile
 from aegisd.accounts import CLIENTS_GROUP, SystemLayout
-from aegisd.config import parse_config
+from aegisd.config import DaemonConfig, parse_config
 from aegisd.secrets import needed_secrets
 from aegisd.system_service_files import (
     LAUNCHD_DAEMON_LABEL,
@@ -76,6 +76,7 @@ class SystemInstallation:
     have_clients_group: bool = False
     have_account_group: bool = False
     have_account: bool = False
+    account_in_group: bool = False
     person_in_group: bool = False
 
     @property
@@ -101,6 +102,13 @@ def render_system_config(
     daemon["socket"] = str(layout.socket)
     daemon["audit_log"] = str(layout.audit_log)
     daemon["allowed_uids"] = sorted({*daemon.get("allowed_uids", []), person_uid})
+    # The group socket and the daemon-owned policy file, where this daemon knows the keys
+    # (they arrive with the separated-mode daemon changes; an older one would refuse them).
+    known = DaemonConfig.__struct_fields__
+    if "socket_group" in known:
+        daemon["socket_group"] = CLIENTS_GROUP
+    if "policy_file" in known:
+        daemon["policy_file"] = str(layout.state_dir / "policy.toml")
     raw["daemon"] = daemon
     raw["secrets"] = {"backend": "file", "dir": str(layout.secrets_dir)}
     header = (
@@ -161,10 +169,15 @@ def _linux_accounts(inst: SystemInstallation) -> list[Step]:
                     NOLOGIN,
                     "--comment",
                     REAL_NAME,
+                    # in the clients' group so the daemon can give its socket that group
+                    "--groups",
+                    CLIENTS_GROUP,
                     inst.account,
                 )
             )
         )
+    elif not inst.account_in_group:
+        steps.append(Run(("usermod", "--append", "--groups", CLIENTS_GROUP, inst.account)))
     if not inst.person_in_group:
         steps.append(Run(("usermod", "--append", "--groups", CLIENTS_GROUP, inst.person)))
     return steps
@@ -208,8 +221,8 @@ def _layout_steps(inst: SystemInstallation) -> list[Step]:
         WriteFile(layout.config, inst.config_text, 0o640, "root", account),
         MakeDir(layout.state_dir, 0o700, account, account),
         MakeDir(layout.secrets_dir, 0o700, account, account),
-        # setgid: a socket bound inside gets the group aegis-clients (see tmpfiles.d/aegis.conf)
-        MakeDir(layout.runtime_dir, 0o2750, account, CLIENTS_GROUP),
+        # the group may enter (and connect to the 0660 socket); see tmpfiles.d/aegis.conf
+        MakeDir(layout.runtime_dir, 0o750, account, CLIENTS_GROUP),
         *(
             [MakeDir(MACOS_LOG.parent, 0o750, account, root_group)]
             if inst.platform == "macos"
@@ -330,7 +343,7 @@ def start_note(inst: SystemInstallation) -> str:
             "systemd is not running here (a container?): start aegisd by hand, as its account:",
             f"    sudo runuser -u {inst.account} -- {inst.aegisd} --config {layout.config}",
             f"{layout.runtime_dir} does not survive a reboot; recreate it before starting with:",
-            f"    sudo install -d -o {inst.account} -g {CLIENTS_GROUP} -m 2750 "
+            f"    sudo install -d -o {inst.account} -g {CLIENTS_GROUP} -m 0750 "
             f"{layout.runtime_dir}",
         ]
     rules = exe_rules(inst.config_text)

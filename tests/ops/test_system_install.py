@@ -142,7 +142,7 @@ def test_linux_dry_run_prints_every_step_and_file_and_changes_nothing(config: Pa
         "would write /etc/aegis/aegisd.toml (mode 0640, root:aegis)",
         "would create directory /var/lib/aegis (mode 0700, aegis:aegis)",
         "would create directory /var/lib/aegis/secrets (mode 0700, aegis:aegis)",
-        "would create directory /run/aegis (mode 2750, aegis:aegis-clients)",
+        "would create directory /run/aegis (mode 0750, aegis:aegis-clients)",
         "would write /etc/systemd/system/aegisd.service (mode 0644)",
         "would write /etc/systemd/system/aegisd.socket (mode 0644)",
         "would write /etc/tmpfiles.d/aegis.conf (mode 0644)",
@@ -169,6 +169,7 @@ def test_the_plan_creates_only_what_is_missing() -> None:
             have_clients_group=True,
             have_account=True,
             have_account_group=True,
+            account_in_group=True,
             person_in_group=True,
         )
     )
@@ -238,7 +239,7 @@ def test_macos_dry_run_creates_the_accounts_with_dscl_and_a_launch_daemon(config
     assert (
         "would write /Library/LaunchDaemons/dev.aegis.aegisd.plist (mode 0644, root:wheel)" in out
     )
-    assert "would create directory /var/run/aegis (mode 2750, _aegis:aegis-clients)" in out
+    assert "would create directory /var/run/aegis (mode 0750, _aegis:aegis-clients)" in out
     assert (
         "would run: launchctl bootstrap system /Library/LaunchDaemons/dev.aegis.aegisd.plist" in out
     )
@@ -271,7 +272,7 @@ def test_the_layout_steps_give_every_directory_its_owner_and_mode() -> None:
     assert dirs[Path("/etc/aegis")] == (0o750, "root", "aegis")
     assert dirs[Path("/var/lib/aegis")] == (0o700, "aegis", "aegis")
     assert dirs[Path("/var/lib/aegis/secrets")] == (0o700, "aegis", "aegis")
-    assert dirs[Path("/run/aegis")] == (0o2750, "aegis", "aegis-clients")
+    assert dirs[Path("/run/aegis")] == (0o750, "aegis", "aegis-clients")
     [cfg] = [s for s in steps if isinstance(s, WriteFile) and s.path == LINUX.config]
     assert (cfg.mode, cfg.owner, cfg.group) == (0o640, "root", "aegis")
 

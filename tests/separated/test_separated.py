@@ -355,6 +355,7 @@ def _socket_is_group_accessible() -> bool:
 
     clients = grp.getgrnam(GROUP).gr_gid
     dir_ok = st_dir.st_mode & 0o050 == 0o050 and st_dir.st_gid == clients
+    assert st_dir.st_mode & 0o7777 == 0o750 and st_dir.st_uid == pwd.getpwnam(ACCOUNT).pw_uid
     return dir_ok and st_sock.st_mode & 0o060 == 0o060 and st_sock.st_gid == clients
 
 
