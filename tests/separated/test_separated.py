@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import json
 import os
 import pwd
@@ -239,6 +240,14 @@ def installed(base: Stack) -> Iterator[Stack]:
         stored = _run([base.aegisctl, "secrets", "set", "--system", secret], input=value + "\n")
         assert stored.returncode == 0, stored.stderr
         assert value not in stored.stdout + stored.stderr
+    # what install made of the socket directory, before the daemon sees it
+    st = os.lstat(RUNTIME)
+
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
+        0o750,
+        pwd.getpwnam(ACCOUNT).pw_uid,
+        grp.getgrnam(GROUP).gr_gid,
+    )
     log = base.work / "aegisd.log"
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
@@ -293,7 +302,6 @@ def test_the_layout_has_the_owners_and_modes_of_the_design(installed: Stack) -> 
 
     def mode_owner(p: Path) -> tuple[str, str, str]:
         st = os.lstat(p)
-        import grp
 
         return (
             oct(st.st_mode & 0o7777),
@@ -351,11 +359,9 @@ print(json.dumps(out))
 
 def _socket_is_group_accessible() -> bool:
     st_dir, st_sock = os.stat(RUNTIME), os.stat(SOCKET)
-    import grp
 
     clients = grp.getgrnam(GROUP).gr_gid
     dir_ok = st_dir.st_mode & 0o050 == 0o050 and st_dir.st_gid == clients
-    assert st_dir.st_mode & 0o7777 == 0o750 and st_dir.st_uid == pwd.getpwnam(ACCOUNT).pw_uid
     return dir_ok and st_sock.st_mode & 0o060 == 0o060 and st_sock.st_gid == clients
 
 
