@@ -96,7 +96,9 @@ SystemCallFilter=~@privileged @resources @mount @swap @reboot @raw-io
 SystemCallFilter=~@module @obsolete @clock @cpu-emulation @debug
 SystemCallErrorNumber=EPERM
 KeyringMode=private
-{credentials}
+# `aegisctl secrets set --system --systemd-creds` adds LoadCredentialEncrypted= lines in
+# aegisd.service.d/credentials.conf; aegisd reads $CREDENTIALS_DIRECTORY before its files.
+
 [Install]
 Also=aegisd.socket
 """
@@ -138,7 +140,6 @@ def render_system_service(
     layout: SystemLayout,
     *,
     verify_exe: bool = False,
-    credentials: dict[str, str] | None = None,
 ) -> str:
     """The system ``aegisd.service``.
 
@@ -146,8 +147,6 @@ def render_system_service(
         aegisd: absolute path of the ``aegisd`` executable (of a system-wide installation).
         layout: the separated-mode paths and account.
         verify_exe: grant ``CAP_SYS_PTRACE`` so exe/sha256 caller rules work across uids.
-        credentials: ``{name: path}`` of systemd-creds encrypted secrets to load
-            (``LoadCredentialEncrypted=``; the daemon reads ``$CREDENTIALS_DIRECTORY`` first).
 
     Raises:
         ConfigError: a path is relative or contains a control character.
@@ -157,19 +156,11 @@ def render_system_service(
     # An installation under /home stays readable (read-only), one elsewhere never sees homes.
     home_prefixes = ("/home/", "/root/", "/run/user/")
     protect_home = "read-only" if verify_exe or aegisd.startswith(home_prefixes) else "yes"
-    lines = []
-    for name, path in sorted((credentials or {}).items()):
-        _check_absolute(f"the credential {name}", path)
-        lines.append(f"LoadCredentialEncrypted={name}:{path}")
-    creds = ""
-    if lines:
-        creds = "\n# Secrets encrypted with systemd-creds\n" + "\n".join(lines) + "\n"
     return _SYSTEM_SERVICE.format(
         account=layout.account,
         exec_start=exec_start,
         capabilities=_PTRACE_ONLY if verify_exe else _NO_CAPABILITIES,
         protect_home=protect_home,
-        credentials=creds,
     )
 
 

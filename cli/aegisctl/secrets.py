@@ -22,6 +22,7 @@ import click
 import trio
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.system_creds import CredentialStore
 from aegisd.accounts import daemon_account, daemon_uid, system_layout
 from aegisd.config import Config, SecretsConfig, load_config
 from aegisd.errors import SecretsUnavailable
@@ -106,6 +107,19 @@ def _system(cli: CliContext) -> tuple[Config, FileSecretStore]:
     return config, FileSecretStore(directory, owner_uid=uid, set_hint=SYSTEM_SET_HINT)
 
 
+def _credentials(*, require_systemd: bool) -> CredentialStore:
+    if require_systemd:
+        from aegisctl.system_install import systemd_running
+
+        if not systemd_running():
+            raise SecretsUnavailable(
+                "systemd is not running here (PID 1 is not systemd): systemd credentials are "
+                "decrypted by systemd when it starts aegisd.service, so an aegisd started by "
+                "hand could not read them. Store the secret as a file: leave out --systemd-creds"
+            )
+    return CredentialStore(system_layout().config_dir / "credentials")
+
+
 def _writable(cfg: SecretsConfig, name: str, verb: str) -> KeyringSecretStore | FileSecretStore:
     store = _store(cfg)
     if isinstance(store, EnvSecretStore):
@@ -178,9 +192,16 @@ def secrets() -> None:
 )
 @click.argument("name", type=_NAME)
 @system_option
+@click.option(
+    "--systemd-creds",
+    "systemd_creds",
+    is_flag=True,
+    help="--system: encrypt it with systemd-creds (host key or TPM) instead of a 0600 file; "
+    "systemd decrypts it for aegisd.service at start.",
+)
 @pass_cli
 @click.pass_context
-def set_(ctx: click.Context, cli: CliContext, name: str, system: bool) -> None:
+def set_(ctx: click.Context, cli: CliContext, name: str, system: bool, systemd_creds: bool) -> None:
     """Store NAME, read from a hidden prompt (terminal) or from stdin (pipe).
 
     \b
@@ -188,6 +209,7 @@ def set_(ctx: click.Context, cli: CliContext, name: str, system: bool) -> None:
       aegisctl secrets set auth0_client_secret
       aegisctl secrets set auth0_private_key < private-key.pem
       sudo aegisctl secrets set --system auth0_client_secret
+      sudo aegisctl secrets set --system --systemd-creds auth0_client_secret
     """
     if ctx.args:
         # Do not echo the extra words: they are probably the secret itself.
@@ -195,11 +217,22 @@ def set_(ctx: click.Context, cli: CliContext, name: str, system: bool) -> None:
             "secret values are never taken from the command line (they would land in shell "
             "history and in the process list); type it at the prompt or pipe it on stdin"
         )
+    if systemd_creds and not system:
+        raise click.UsageError("--systemd-creds applies to --system only")
+    creds = _credentials(require_systemd=True) if systemd_creds else None
     store: KeyringSecretStore | FileSecretStore
     if system:
         _, store = _system(cli)
     else:
         store = _writable(cli.load_config().secrets, name, "write")
+    if creds is not None:
+        value = _read_value(name)
+        creds.set(name, value)
+        # no plaintext copy left beside it (the credential would win anyway)
+        _run(lambda: store.delete(name))
+        click.echo(f"stored {name} encrypted in {creds.path(name)} (systemd-creds)")
+        click.echo("load it: sudo systemctl daemon-reload && sudo systemctl restart aegisd")
+        return
     value = _read_value(name)
     check_secret_value(name, value)
     _run(lambda: store.set(name, value))
@@ -219,6 +252,8 @@ def delete(cli: CliContext, name: str, system: bool) -> None:
         _, store = _system(cli)
     else:
         store = _writable(cli.load_config().secrets, name, "delete from")
+    if system and _credentials(require_systemd=False).delete(name):
+        click.echo(f"deleted the systemd credential {name}; restart aegisd to drop it")
     if _run(lambda: store.delete(name)):
         click.echo(f"deleted {name} from {_where(store)}")
     else:
@@ -249,13 +284,22 @@ def status(cli: CliContext, as_json: bool, system: bool) -> None:
         return detail, {n: await store.present(n) for n in SECRET_NAMES}
 
     detail, present = _run(gather)
+    encrypted = set(_credentials(require_systemd=False).names()) if system else set()
+    present = {n: present[n] or n in encrypted for n in present}
     service = store.service if isinstance(store, KeyringSecretStore) else None
     if as_json:
         doc = {
             "backend": store.backend_name,
             "detail": detail,
             "service": service,
-            "secrets": {n: {"present": present[n], "needed": n in needed} for n in SECRET_NAMES},
+            "secrets": {
+                n: {
+                    "present": present[n],
+                    "needed": n in needed,
+                    "systemd_credential": n in encrypted,
+                }
+                for n in SECRET_NAMES
+            },
         }
         click.echo(json.dumps(doc, indent=2))
         return
@@ -266,5 +310,6 @@ def status(cli: CliContext, as_json: bool, system: bool) -> None:
     width = max(len(n) for n in SECRET_NAMES)
     for n in SECRET_NAMES:
         state = "present" if present[n] else "missing"
+        state += " (systemd credential)" if n in encrypted else ""
         note = "  (needed by the config)" if n in needed and not present[n] else ""
         click.echo(f"  {n:<{width}}  {state}{note}")

@@ -289,6 +289,8 @@ def plan_system_uninstall(
             RemoveFile(SYSTEM_UNIT_DIR / "aegisd.service"),
             RemoveFile(SYSTEM_UNIT_DIR / "aegisd.socket"),
             RemoveFile(TMPFILES_DIR / TMPFILES_CONF),
+            # the drop-in of `secrets set --system --systemd-creds`, if any
+            RemoveTree(SYSTEM_UNIT_DIR / "aegisd.service.d"),
         ]
         if service_manager:
             steps.append(Run(("systemctl", "daemon-reload")))

@@ -210,6 +210,7 @@ def test_uninstall_keeps_the_audit_log_and_accounts_unless_purge() -> None:
     assert RemoveTree(Path("/var/lib/aegis")) not in keep
     assert RemoveTree(Path("/var/lib/aegis/secrets")) in keep
     assert RemoveTree(Path("/etc/aegis")) in keep and RemoveTree(Path("/run/aegis")) in keep
+    assert RemoveTree(Path("/etc/systemd/system/aegisd.service.d")) in keep
     assert not any(isinstance(s, Run) for s in keep)
     assert RemoveTree(Path("/var/lib/aegis")) in purge
     assert [s.argv for s in purge if isinstance(s, Run)] == [
@@ -353,3 +354,18 @@ def test_system_units_verify_and_score_at_most_the_ceiling(
         assert "AmbientCapabilities=CAP_SYS_PTRACE\n" in text
     else:
         assert "CapabilityBoundingSet=\n" in text and "AmbientCapabilities=\n" in text
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="systemd runs here")
+def test_systemd_creds_without_systemd_are_refused_before_reading_a_value() -> None:
+    from aegisctl.secrets import secrets
+
+    result = CliRunner().invoke(
+        secrets,
+        ["set", "--system", "--systemd-creds", "auth0_client_secret"],
+        input="never-read\n",
+        obj=CliContext(socket_path=None, config_path=None),
+    )
+    assert result.exit_code != 0
+    assert "systemd is not running here" in str(result.exception)
+    assert "never-read" not in result.output
