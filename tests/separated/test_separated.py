@@ -248,32 +248,33 @@ def installed(base: Stack) -> Iterator[Stack]:
         pwd.getpwnam(ACCOUNT).pw_uid,
         grp.getgrnam(GROUP).gr_gid,
     )
-    log = base.work / "aegisd.log"
-    with open(log, "wb") as out:
+    _start_daemon(base, ["runuser", "-u", ACCOUNT, "--"])
+    try:
+        yield base
+    finally:
+        _stop_daemon(base)
+
+
+def _start_daemon(stack: Stack, prefix: list[str]) -> None:
+    """Start aegisd as the account (``prefix`` drops to it) and wait until it answers."""
+    log = stack.work / "aegisd.log"
+    with open(log, "ab") as out:
         daemon = subprocess.Popen(
-            [
-                "runuser",
-                "-u",
-                ACCOUNT,
-                "--",
-                str(base.venv / "bin" / "aegisd"),
-                "--config",
-                str(CONFIG),
-            ],
+            [*prefix, str(stack.venv / "bin" / "aegisd"), "--config", str(CONFIG)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if not k.startswith(("AEGIS_", "NOTIFY_"))},
         )
-    base.daemon, base.daemon_log = daemon, log
-    try:
-        deadline = time.monotonic() + 30
-        while not SOCKET.exists():
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"aegisd did not come up:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield base
-    finally:
-        _stop_daemon(base)
+    stack.daemon, stack.daemon_log = daemon, log
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError):
+            _daemon_peer()
+            return
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            _stop_daemon(stack)
+            pytest.fail(f"aegisd did not come up:\n{log.read_text()}")
+        time.sleep(0.05)
 
 
 def _stop_daemon(stack: Stack) -> None:
@@ -443,6 +444,45 @@ def test_the_person_cannot_reach_secrets_state_config_or_the_process(installed: 
     assert out, "no file was probed"
     assert {k: v for k, v in out.items() if v != "EACCES"} == {}
     assert _daemon_peer()[0] == pid  # still the same daemon, still serving
+
+
+def test_with_verify_exe_exe_rules_match_across_uids(installed: Stack) -> None:
+    if not _socket_is_group_accessible():
+        pytest.skip("needs the group-accessible socket layout (see the test above)")
+    _stop_daemon(installed)
+    again = _run(
+        [
+            installed.aegisctl,
+            "service",
+            "install",
+            "--system",
+            "--no-start",
+            "--verify-exe",
+            "--person",
+            installed.person.name,
+            "--config",
+            str(installed.source_config),
+        ]
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "CapabilityBoundingSet=CAP_SYS_PTRACE" in UNITS[0].read_text()
+    assert not [line for line in again.stdout.splitlines() if line.startswith("ran: useradd")]
+    # what the unit grants, given by hand: CAP_SYS_PTRACE in the bounding and ambient sets
+    caps = [
+        "--inh-caps=+sys_ptrace",
+        "--ambient-caps=+sys_ptrace",
+        "--bounding-set=-all,+sys_ptrace",
+    ]
+    setpriv = ["setpriv", f"--reuid={ACCOUNT}", f"--regid={ACCOUNT}", "--init-groups", *caps, "--"]
+    _start_daemon(installed, setpriv)
+    other = installed.work / "other_client.py"
+    other.write_text(PERSON_CLIENT)
+    result = installed.person.run([installed.python, str(other), str(SOCKET)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    # no uid/argv rule fits this script; the exe rule now can, and allows only demo.token
+    assert out["token"] == {"ok": True, "status": None}
+    assert out["read"] == {"ok": False, "code": "caller_not_allowed"}
 
 
 def test_uninstall_purge_removes_everything(installed: Stack) -> None:
