@@ -20,7 +20,7 @@ _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return key if _BARE_KEY.fullmatch(key) else _scalar(key)
 
 
 def _scalar(value: object) -> str:
@@ -35,8 +35,9 @@ def _scalar(value: object) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        # JSON escapes are all valid escapes of a TOML basic string.
-        return json.dumps(value, ensure_ascii=False)
+        # JSON escapes are all valid escapes of a TOML basic string; JSON leaves DEL as is,
+        # which TOML forbids in a string.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, Mapping):
         inner = ", ".join(f"{_key(k)} = {_scalar(v)}" for k, v in value.items())
         return "{ " + inner + " }" if inner else "{}"

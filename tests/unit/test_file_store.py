@@ -167,3 +167,28 @@ def test_secret_modules_do_not_import_each_other_in_a_cycle() -> None:
 
     assert "aegisd.secrets" not in imports("aegisd.keyring_store")
     assert "aegisd.secrets" not in imports("aegisd.file_store")
+
+
+def test_the_daemon_refuses_to_start_on_an_unsafe_store() -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aeg-fs-", dir="/tmp") as short:
+        root = Path(short)
+        secrets_dir = root / "secrets"
+        secrets_dir.mkdir()
+        write_secret(secrets_dir, "auth0_client_secret")
+        os.chmod(secrets_dir, 0o755)
+        config = root / "aegisd.toml"
+        config.write_text(
+            f'[daemon]\nsocket = "{root}/run/aegisd.sock"\naudit_log = "{root}/audit.jsonl"\n'
+            f'[secrets]\nbackend = "file"\ndir = "{secrets_dir}"\n'
+        )
+        aegisd = Path(sys.executable).parent / "aegisd"
+        proc = subprocess.run(
+            [str(aegisd), "--config", str(config)], capture_output=True, text=True, timeout=30
+        )
+    assert proc.returncode == 79, proc.stderr
+    assert "refusing the secrets directory" in proc.stderr and "chmod 700" in proc.stderr
+    assert VALUE not in proc.stderr
