@@ -324,6 +324,9 @@ def test_the_layout_has_the_owners_and_modes_of_the_design(installed: Stack) -> 
     cfg = tomllib.loads(CONFIG.read_text())
     assert cfg["daemon"]["allowed_uids"] == [installed.person.uid]
     assert cfg["secrets"] == {"backend": "file", "dir": str(SECRETS)}
+    service = _run([installed.aegisctl, "service", "status", "--system"])
+    assert service.returncode == 0, service.stdout + service.stderr
+    assert f"account {ACCOUNT}: present" in service.stdout
     status = _run([installed.aegisctl, "secrets", "status", "--system", "--json"])
     doc = json.loads(status.stdout)
     assert doc["backend"] == "file"
@@ -485,10 +488,32 @@ def test_with_verify_exe_exe_rules_match_across_uids(installed: Stack) -> None:
     assert out["read"] == {"ok": False, "code": "caller_not_allowed"}
 
 
+def test_secrets_delete_system_and_the_person_cannot_use_system_secrets(installed: Stack) -> None:
+    as_person = installed.person.run(
+        [installed.aegisctl, "secrets", "set", "--system", "auth0_client_secret"],
+        input="attacker-value\n",
+    )
+    assert as_person.returncode != 0 and "sudo" in as_person.stderr
+    deleted = _run(
+        [installed.aegisctl, "secrets", "delete", "--system", "management_client_secret"]
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (SECRETS / "management_client_secret").exists()
+    again = _run([installed.aegisctl, "secrets", "delete", "--system", "management_client_secret"])
+    assert again.returncode == 0 and "nothing to delete" in again.stdout
+    status = json.loads(
+        _run([installed.aegisctl, "secrets", "status", "--system", "--json"]).stdout
+    )
+    assert status["secrets"]["management_client_secret"]["present"] is False
+    assert status["secrets"]["auth0_client_secret"]["present"] is True
+
+
 def test_uninstall_purge_removes_everything(installed: Stack) -> None:
     _stop_daemon(installed)
     result = _run([installed.aegisctl, "service", "uninstall", "--system", "--purge"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert _present() == []
+    gone = _run([installed.aegisctl, "service", "status", "--system"])
+    assert gone.returncode == 1 and f"account {ACCOUNT}: missing" in gone.stdout
     groups = subprocess.run(["id", "-nG", installed.person.name], capture_output=True, text=True)
     assert GROUP not in groups.stdout.split()
