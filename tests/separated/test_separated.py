@@ -53,6 +53,7 @@ UNITS = [Path("/etc/systemd/system/aegisd.service"), Path("/etc/systemd/system/a
 TMPFILES = Path("/etc/tmpfiles.d/aegis.conf")
 MADE = [CONFIG.parent, STATE, RUNTIME, *UNITS, TMPFILES]
 PROJECT_AEGISCTL = Path(sys.executable).parent / "aegisctl"
+HERE = Path(__file__).parent
 
 TOOLS = ("useradd", "userdel", "groupdel", "runuser", "setpriv", "getent")
 
@@ -341,26 +342,6 @@ def test_installed_units_verify(installed: Stack) -> None:
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
-PERSON_CLIENT = """\
-import json, sys
-from aegisd.client import BlockingAegisClient
-from aegisd.errors import AegisError
-c = BlockingAegisClient(sys.argv[1])
-out = {}
-for name, call in (
-    ("read", lambda: c.proxy("demo.read")),
-    ("delete", lambda: c.proxy("demo.delete", repo="scratch")),
-    ("token", lambda: c.authorize("demo.token")),
-):
-    try:
-        r = call()
-        out[name] = {"ok": True, "status": getattr(r, "status", None)}
-    except AegisError as exc:
-        out[name] = {"ok": False, "code": exc.code}
-print(json.dumps(out))
-"""
-
-
 def _socket_is_group_accessible() -> bool:
     st_dir, st_sock = os.stat(RUNTIME), os.stat(SOCKET)
 
@@ -376,7 +357,7 @@ def test_the_person_runs_allowed_actions_with_approval(installed: Stack) -> None
             "socket layout (aegisd/server.py, issue 12 item 1) is not in this tree yet"
         )
     script = installed.work / "person_client.py"
-    script.write_text(PERSON_CLIENT)
+    shutil.copy(HERE / "person_client.py", script)
     result = installed.person.run([installed.python, str(script), str(SOCKET)], timeout=120)
     assert result.returncode == 0, result.stderr + installed.daemon_log.read_text()  # type: ignore[union-attr]
     out = json.loads(result.stdout)
@@ -386,41 +367,9 @@ def test_the_person_runs_allowed_actions_with_approval(installed: Stack) -> None
     assert out["token"] == {"ok": False, "code": "caller_not_allowed"}
     # argv rules still tell programs apart: the same code under another name matches no rule
     other = installed.work / "other_client.py"
-    other.write_text(PERSON_CLIENT)
+    shutil.copy(HERE / "person_client.py", other)
     refused = json.loads(installed.person.run([installed.python, str(other), str(SOCKET)]).stdout)
     assert refused["read"] == {"ok": False, "code": "peer_rejected"}
-
-
-PERSON_PROBE = """\
-import ctypes, errno, json, os, sys
-pid = int(sys.argv[1])
-paths = json.loads(sys.argv[2])
-out = {}
-def attempt(name, fn):
-    try:
-        fn()
-        out[name] = "ok"
-    except OSError as exc:
-        out[name] = errno.errorcode.get(exc.errno, str(exc.errno))
-for p in paths["read"]:
-    attempt("read " + p, lambda p=p: open(p, "rb").read(1))
-for p in paths["write"]:
-    attempt("write " + p, lambda p=p: os.close(os.open(p, os.O_WRONLY | os.O_APPEND)))
-for p in paths["create"]:
-    attempt("create " + p, lambda p=p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)))
-attempt("list state", lambda: os.listdir(paths["state"]))
-attempt("kill -0", lambda: os.kill(pid, 0))
-attempt("kill -HUP", lambda: os.kill(pid, 1))
-attempt("environ", lambda: open(f"/proc/{pid}/environ", "rb").read(1))
-attempt("mem", lambda: open(f"/proc/{pid}/mem", "rb").read(1))
-libc = ctypes.CDLL(None, use_errno=True)
-libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-if libc.ptrace(16, pid, None, None) == 0:  # PTRACE_ATTACH
-    out["ptrace"] = "ok"
-else:
-    out["ptrace"] = errno.errorcode.get(ctypes.get_errno(), "?")
-print(json.dumps(out))
-"""
 
 
 def test_the_person_cannot_reach_secrets_state_config_or_the_process(installed: Stack) -> None:
@@ -434,7 +383,7 @@ def test_the_person_cannot_reach_secrets_state_config_or_the_process(installed: 
         "state": str(STATE),
     }
     script = installed.work / "person_probe.py"
-    script.write_text(PERSON_PROBE)
+    shutil.copy(HERE / "person_probe.py", script)
     result = installed.person.run(
         [installed.python, str(script), str(pid), json.dumps(paths)], timeout=60
     )
@@ -479,7 +428,7 @@ def test_with_verify_exe_exe_rules_match_across_uids(installed: Stack) -> None:
     setpriv = ["setpriv", f"--reuid={ACCOUNT}", f"--regid={ACCOUNT}", "--init-groups", *caps, "--"]
     _start_daemon(installed, setpriv)
     other = installed.work / "other_client.py"
-    other.write_text(PERSON_CLIENT)
+    shutil.copy(HERE / "person_client.py", other)
     result = installed.person.run([installed.python, str(other), str(SOCKET)], timeout=120)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
