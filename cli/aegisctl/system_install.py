@@ -279,10 +279,20 @@ def install(
 def uninstall(runner: Runner, platform: Platform, *, purge: bool, dry_run: bool) -> None:
     _require_root(dry_run)
     layout = system_layout(platform)
+    manager = True if platform == "macos" else systemd_running()
+    if not manager and not dry_run and _account_exists(layout.account):
+        # Started by hand: nothing stops it for us, and userdel refuses a busy account.
+        running = runner(("pgrep", "-u", layout.account))
+        if running.returncode == 0:
+            pids = " ".join(running.stdout.split())
+            raise click.ClickException(
+                f"aegisd is still running as {layout.account} (pid {pids}); stop it first "
+                f"(sudo kill {pids}), then run this again. Nothing was changed."
+            )
     steps = plan_system_uninstall(
         platform,
         layout,
-        service_manager=True if platform == "macos" else systemd_running(),
+        service_manager=manager,
         purge=purge,
         have_account=_account_exists(layout.account),
         have_clients_group=_group_exists(CLIENTS_GROUP),

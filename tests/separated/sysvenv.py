@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,8 @@ BASE = Path("/var/tmp")
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 COMPLETE = ".aegis-complete"
 SOURCES = ("pyproject.toml", "README.md", "aegisd", "cli")
+# Venvs of other source trees unused this long are removed (about 90 MB each).
+KEEP_UNUSED_SECONDS = 3600.0
 
 
 def _files() -> list[Path]:
@@ -65,13 +68,26 @@ def _trusted(path: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
 
 
+def _prune(keep: Path) -> None:
+    now = time.time()
+    for old in BASE.glob("aegis-sysvenv-*"):
+        if old == keep or old.suffix == ".lock" or not _trusted(old):
+            continue
+        marker = old / COMPLETE
+        used = marker.stat().st_mtime if marker.exists() else old.stat().st_mtime
+        if now - used > KEEP_UNUSED_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def system_venv() -> Path:
     """The venv's path, built if needed (a minute or two the first time: pip from PyPI)."""
     if not SYSTEM_PYTHON.exists():
         raise RuntimeError(f"{SYSTEM_PYTHON} not found (apt-get install python3 python3-venv)")
     target = BASE / f"aegis-sysvenv-{source_hash()}"
     with _locked(BASE / "aegis-sysvenv.lock"):
+        _prune(keep=target)
         if target.exists() and _trusted(target) and (target / COMPLETE).exists():
+            (target / COMPLETE).touch()  # "in use": pruning measures from here
             return target
         if os.path.lexists(target):
             shutil.rmtree(

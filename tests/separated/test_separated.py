@@ -279,14 +279,21 @@ def _start_daemon(stack: Stack, prefix: list[str]) -> None:
 
 
 def _stop_daemon(stack: Stack) -> None:
+    """SIGTERM (runuser passes it on), then wait until no process of the account is left."""
     if stack.daemon is None or stack.daemon.poll() is not None:
         return
-    stack.daemon.send_signal(signal.SIGTERM)  # runuser passes it on to aegisd
+    stack.daemon.send_signal(signal.SIGTERM)
     try:
         stack.daemon.wait(timeout=15)
     except subprocess.TimeoutExpired:
         subprocess.run(["pkill", "-KILL", "-u", ACCOUNT], capture_output=True)
         stack.daemon.wait(timeout=5)
+    # runuser may return while aegisd is still finishing its shutdown
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pgrep", "-u", ACCOUNT], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            subprocess.run(["pkill", "-KILL", "-u", ACCOUNT], capture_output=True)
+        time.sleep(0.05)
 
 
 def _daemon_peer() -> tuple[int, int, int]:
@@ -458,6 +465,10 @@ def test_secrets_delete_system_and_the_person_cannot_use_system_secrets(installe
 
 
 def test_uninstall_purge_removes_everything(installed: Stack) -> None:
+    if installed.daemon is not None and installed.daemon.poll() is None:
+        busy = _run([installed.aegisctl, "service", "uninstall", "--system", "--purge"])
+        assert busy.returncode == 1 and "still running as aegis" in busy.stderr
+        assert CONFIG.exists()
     _stop_daemon(installed)
     result = _run([installed.aegisctl, "service", "uninstall", "--system", "--purge"])
     assert result.returncode == 0, result.stdout + result.stderr
