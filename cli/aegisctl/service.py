@@ -314,6 +314,7 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
     )
     @click.option(
         "--person",
+        metavar="USER",
         default=None,
         help="--system: the account the agent runs as, allowed to connect (default $SUDO_USER).",
     )
@@ -338,7 +339,11 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
         aegisd: str | None,
         dry_run: bool,
     ) -> None:
-        """Write the unit files (or plist) for this installation and start the socket."""
+        """Write the unit files (or plist) for this installation and start the socket.
+
+        With --system (separated mode, as root): the 'aegis' account, /etc/aegis,
+        /var/lib/aegis, /run/aegis and the system units; see docs/OPERATIONS.md.
+        """
         chosen = choose(platform, dry_run)
         if system:
             exe = Path(aegisd) if aegisd else Path(sys.executable).parent / "aegisd"
@@ -423,11 +428,8 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
                 state = "not installed"
                 missing = True
             else:
-                state = (
-                    "installed"
-                    if current == content
-                    else ("installed, but differs from what `aegisctl service install` writes now")
-                )
+                differs = ", but differs from what `aegisctl service install` writes now"
+                state = "installed" + ("" if current == content else differs)
             click.echo(f"{path}: {state}")
         running = True
         for argv in status_commands(inst):
