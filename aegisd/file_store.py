@@ -173,7 +173,7 @@ class FileSecretStore:
         try:
             for entry in os.listdir(dfd):
                 if not entry.startswith("."):
-                    self._read_at(dfd, entry, self.directory / entry, credential=False)
+                    self._read_at(dfd, entry, self.directory / entry, credential=False, check=True)
         finally:
             os.close(dfd)
 
@@ -274,7 +274,10 @@ class FileSecretStore:
         finally:
             os.close(dfd)
 
-    def _read_at(self, dfd: int, name: str, path: Path, *, credential: bool) -> str | None:
+    def _read_at(
+        self, dfd: int, name: str, path: Path, *, credential: bool, check: bool = False
+    ) -> str | None:
+        """The value of ``name`` in ``dfd`` after the checks (``check``: checks only, "")."""
         try:
             fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
         except FileNotFoundError:
@@ -303,6 +306,8 @@ class FileSecretStore:
                     f"it. Fix with `chmod 600 {path}` (and replace the secret: others may have "
                     "read it)"
                 )
+            if check:
+                return ""  # the value is not read where it is not needed
             raw = os.read(fd, MAX_SECRET_BYTES + 1)
         finally:
             os.close(fd)
