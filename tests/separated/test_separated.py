@@ -94,7 +94,7 @@ def _run(argv: list[str], *, input: str | None = None, timeout: float = 120) -> 
 
 def _force_cleanup(person: str | None) -> None:
     """Remove whatever this suite made, whatever state a failure left it in."""
-    subprocess.run(["pkill", "-TERM", "-u", ACCOUNT], capture_output=True)
+    _signal_account(signal.SIGKILL)
     for p in MADE:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -286,14 +286,28 @@ def _stop_daemon(stack: Stack) -> None:
     try:
         stack.daemon.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        subprocess.run(["pkill", "-KILL", "-u", ACCOUNT], capture_output=True)
+        _signal_account(signal.SIGKILL)
         stack.daemon.wait(timeout=5)
     # runuser may return while aegisd is still finishing its shutdown
     deadline = time.monotonic() + 15
-    while subprocess.run(["pgrep", "-u", ACCOUNT], capture_output=True).returncode == 0:
+    while _account_pids():
         if time.monotonic() > deadline:
-            subprocess.run(["pkill", "-KILL", "-u", ACCOUNT], capture_output=True)
+            _signal_account(signal.SIGKILL)
         time.sleep(0.05)
+
+
+def _account_pids() -> list[int]:
+    """Processes of the daemon's account: only this suite's (it never runs beside another)."""
+    if not _exists("passwd", ACCOUNT):
+        return []
+    found = subprocess.run(["pgrep", "-u", ACCOUNT], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def _signal_account(signum: int) -> None:
+    for pid in _account_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def _daemon_peer() -> tuple[int, int, int]:
