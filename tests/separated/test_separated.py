@@ -148,6 +148,7 @@ def base() -> Iterator[Stack]:
     fcntl.flock(lock, fcntl.LOCK_EX)
     person: str | None = None
     tenant: TenantProc | None = None
+    ours = False  # from here on, whatever exists of an installation was made by this suite
     try:
         present = _present()
         if present:
@@ -156,6 +157,7 @@ def base() -> Iterator[Stack]:
                 "suite never touches one it did not make: remove it with `sudo aegisctl service "
                 "uninstall --system --purge` first"
             )
+        ours = True
         venv = system_venv()
         person = f"aegisp{secrets.token_hex(3)}"
         subprocess.run(
@@ -192,7 +194,8 @@ def base() -> Iterator[Stack]:
     finally:
         if tenant is not None:
             tenant.close()
-        _force_cleanup(person)
+        if ours:
+            _force_cleanup(person)
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
 
