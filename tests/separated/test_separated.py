@@ -359,6 +359,28 @@ def test_the_layout_has_the_owners_and_modes_of_the_design(installed: Stack) -> 
     assert all(v not in status.stdout for v in installed.tenant.secrets_env_vars().values())
 
 
+def test_rerunning_install_changes_no_account_and_keeps_the_secrets(installed: Stack) -> None:
+    before = {f.name: f.read_bytes() for f in SECRETS.iterdir()}
+    again = _run(
+        [
+            installed.aegisctl,
+            "service",
+            "install",
+            "--system",
+            "--no-start",
+            "--person",
+            installed.person.name,
+            "--config",
+            str(installed.source_config),
+        ]
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not [ln for ln in again.stdout.splitlines() if ln.startswith("ran: ")]
+    assert {f.name: f.read_bytes() for f in SECRETS.iterdir()} == before
+    members = grp.getgrnam(GROUP).gr_mem
+    assert installed.person.name in members and ACCOUNT in members
+
+
 def test_installed_units_verify(installed: Stack) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not found (apt-get install systemd)")
