@@ -19,6 +19,7 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── ApprovalUnavailable          approval_unavailable 10
     ├── CredentialUnavailable        credential_unavailable 11
     ├── UpstreamError                upstream_error       12
+    │   └── CredentialReflected      credential_reflected 15
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
     ├── Internal                     internal             70
@@ -43,6 +44,7 @@ __all__ = [
     "CallerNotAllowed",
     "Cancelled",
     "ConfigError",
+    "CredentialReflected",
     "CredentialUnavailable",
     "DaemonUnavailable",
     "FrameTooLarge",
@@ -193,6 +195,15 @@ class UpstreamError(AegisError):
     default_message = "the upstream service answered with an error"
 
 
+class CredentialReflected(UpstreamError):
+    """The proxied API's answer contained the credential aegisd sent it; the whole answer was
+    withheld (the request itself may have had its effect)."""
+
+    code = "credential_reflected"
+    exit_code = 15
+    default_message = "the API's answer contained the credential, so it was withheld"
+
+
 class Cancelled(AegisError):
     """The request was withdrawn by its caller, by ``aegisctl cancel`` or by ``lock``."""
 
@@ -263,6 +274,7 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     ApprovalUnavailable,
     CredentialUnavailable,
     UpstreamError,
+    CredentialReflected,
     Cancelled,
     ShuttingDown,
     Internal,
