@@ -198,6 +198,8 @@ class PendingInfo(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     expires_at: float
     waiters: int = 1
+    # the request's parameters in full (the phone text may shorten them); from the caller
+    params: dict[str, str] = {}
 
 
 class PendingList(_Msg, tag="pending_list", frozen=True, kw_only=True):
