@@ -6,14 +6,15 @@ without an approval. ``CredentialScan`` lists the forms in which an API would pl
 write that token back, and ``find`` reports the first one present in an answer's body or
 headers, so the proxy can withhold the whole answer.
 
-Forms covered: the raw token (hence also inside ``Bearer <token>``), its hexadecimal, and
-standard and URL-safe base64, with or without padding, at all three byte alignments (so a
-token encoded *inside* a longer text, ``Authorization: Bearer <token>`` in a base64 request
-dump, is found too); each of those also after undoing JSON string escapes (``\\/``,
-``\\uXXXX``, any subset of characters) and percent-encoding (any subset, either case, up to
-three times over, ``+`` as space). Not covered: encryption, compression, MIME line-wrapped
-base64, case-folding, or a token split across fields; an upstream that goes that far is
-hostile beyond echoing, and reaches only what the token could reach anyway.
+Forms covered: the raw token (hence also inside ``Bearer <token>``), its hexadecimal, every
+byte percent-encoded, and standard and URL-safe base64, with or without padding, at all three
+byte alignments (so a token encoded *inside* a longer text, ``Authorization: Bearer <token>``
+in a base64 request dump, is found too); each of those also after undoing JSON escapes of
+punctuation (``\\/``, ``\\u002d`` in either case) and percent-encoding of punctuation (either
+case, nested up to three times: ``%252F``). Not covered: encryption, compression, MIME
+line-wrapped base64, case-folding, letters escaped one by one in JSON, or a token split across
+fields; an upstream that goes that far is hostile beyond echoing, and reaches only what the
+token could reach anyway.
 
 Pure code: no I/O, no state beyond the needles of one request. It must never log, return or
 keep the token; a match is described only by the name of the form that matched.
@@ -22,11 +23,9 @@ keep the token; a match is described only by the name of the form that matched.
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote_to_bytes
 
 __all__ = ["CredentialScan"]
 
@@ -34,40 +33,6 @@ __all__ = ["CredentialScan"]
 # longer (a GitHub token is 40 characters, a JWT several hundred).
 _MIN_NEEDLE: Final = 8
 _PERCENT_ROUNDS: Final = 3
-_JSON_ESCAPE: Final = re.compile(rb"\\(?:u([0-9A-Fa-f]{4})|(.))", re.DOTALL)
-_JSON_SIMPLE: Final = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t"}
-
-
-def _unescape_json(data: bytes) -> bytes:
-    def one(m: re.Match[bytes]) -> bytes:
-        if m.group(1) is not None:
-            return chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass")
-        ch = m.group(2)
-        return _JSON_SIMPLE.get(ch, ch)
-
-    return _JSON_ESCAPE.sub(one, data)
-
-
-def _views(data: bytes) -> Iterator[tuple[str, bytes]]:
-    """``data`` as sent, then with JSON escapes and percent-encoding undone (each only when
-    the text has them, so a plain answer costs one pass)."""
-    yield "", data
-    bases = [("", data)]
-    if b"\\" in data:
-        unjson = _unescape_json(data)
-        if unjson != data:
-            yield "JSON-escaped ", unjson
-            bases.append(("JSON-escaped ", unjson))
-    for label, base in bases:
-        view = base
-        for _ in range(_PERCENT_ROUNDS):
-            if b"%" not in view and b"+" not in view:
-                break
-            decoded = unquote_to_bytes(view.replace(b"+", b" "))
-            if decoded == view:
-                break
-            view = decoded
-            yield label + "percent-encoded ", view
 
 
 def _base64_forms(raw: bytes) -> Iterator[tuple[str, bytes]]:
@@ -82,11 +47,33 @@ def _base64_forms(raw: bytes) -> Iterator[tuple[str, bytes]]:
         yield "base64url", base64.urlsafe_b64encode(part)
 
 
+def _every_byte_escaped(hexed: bytes) -> bytes:
+    """``%XX`` for every byte, from its hex digits (slices, not a Python loop per byte)."""
+    out = bytearray(len(hexed) // 2 * 3)
+    out[0::3] = b"%" * (len(hexed) // 2)
+    out[1::3] = hexed[0::2]
+    out[2::3] = hexed[1::2]
+    return bytes(out)
+
+
+def _escapes(prefix: bytes, punct: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """(escaped, plain) for each punctuation byte of the token, upper and lower hex. Undoing
+    only these with ``bytes.replace`` keeps a scan of an escape-heavy 56 KiB body fast (a
+    general decoder runs Python code per escape, which a hostile body could multiply)."""
+    pairs: list[tuple[bytes, bytes]] = []
+    for b in punct:
+        for form in (b"%02X" % b, b"%02x" % b):
+            pairs.append((prefix + form, bytes([b])))
+    return tuple(dict.fromkeys(pairs))
+
+
 @dataclass(frozen=True)
 class CredentialScan:
     """The needles for one credential; ``find`` looks for them in an answer."""
 
     needles: tuple[tuple[str, bytes], ...]
+    json_escapes: tuple[tuple[bytes, bytes], ...]
+    percent_escapes: tuple[tuple[bytes, bytes], ...]
 
     @classmethod
     def for_credential(cls, credential: str) -> CredentialScan:
@@ -94,14 +81,49 @@ class CredentialScan:
         forms: dict[bytes, str] = {raw: "raw"}
         forms.setdefault(raw.hex().encode(), "hex")
         forms.setdefault(raw.hex().upper().encode(), "hex")
+        forms.setdefault(_every_byte_escaped(raw.hex().upper().encode()), "percent-encoded")
+        forms.setdefault(_every_byte_escaped(raw.hex().encode()), "percent-encoded")
         for name, enc in _base64_forms(raw):
             forms.setdefault(enc, name)
-        return cls(tuple((name, needle) for needle, name in forms.items() if needle))
+        # what base64 and the raw token may contain besides letters and digits
+        punct = bytes(sorted(b for b in set(raw + b"+/=") if not chr(b).isalnum()))
+        return cls(
+            tuple((name, needle) for needle, name in forms.items() if needle),
+            ((b"\\/", b"/"), *_escapes(b"\\u00", punct)),
+            _escapes(b"%", punct + b"%"),
+        )
+
+    def _views(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        """``data`` as sent, then with escapes undone (each only when the text has them, so a
+        plain answer costs one pass)."""
+        yield "", data
+        bases = [("", data)]
+        if b"\\" in data:
+            unjson = data
+            for escaped, plain in self.json_escapes:
+                unjson = unjson.replace(escaped, plain)
+            if unjson != data:
+                yield "JSON-escaped ", unjson
+                bases.append(("JSON-escaped ", unjson))
+        for label, view in bases:
+            for _ in range(_PERCENT_ROUNDS):
+                if b"%" not in view:
+                    break
+                nested = b"%25" in view  # only then can another round reveal more
+                decoded = view
+                for escaped, plain in self.percent_escapes:
+                    decoded = decoded.replace(escaped, plain)
+                if decoded == view:
+                    break
+                view = decoded
+                yield label + "percent-encoded ", view
+                if not nested:
+                    break
 
     def find(self, data: bytes) -> str | None:
         """How the credential appears in ``data`` ("raw", "percent-encoded base64"...), or
         None when it does not."""
-        for label, view in _views(data):
+        for label, view in self._views(data):
             for name, needle in self.needles:
                 if needle in view:
                     return label + name

@@ -29,7 +29,7 @@ SCAN = CredentialScan.for_credential(TOKEN)
         ("q=" + quote(HEADER, safe=""), "percent-encoded raw"),
         ("q=" + quote(HEADER, safe="").lower(), None),  # case-folded: the token is gone
         ("q=" + quote(quote(HEADER, safe=""), safe=""), "percent-encoded raw"),
-        ("q=" + "".join(f"%{b:02x}" for b in HEADER.encode()), "percent-encoded raw"),
+        ("q=" + "".join(f"%{b:02x}" for b in HEADER.encode()), "percent-encoded"),
         (HEADER.encode().hex(), "hex"),
         (base64.b64encode(HEADER.encode()).decode(), "base64"),
         (base64.b64encode(b"a" + HEADER.encode()).decode(), "base64"),
