@@ -42,7 +42,7 @@ _MAX_PARAM_LEN: Final = 4096
 _MAX_BODY_IN_FRAME: Final = 56 * 1024
 _MAX_DECODES: Final = 8
 # names the SDK and the shim use for their own arguments
-_RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action"})
+_RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action", "claim", "max_wait"})
 # answer headers that carry credentials or sessions: never handed to the agent
 _SECRET_RESPONSE_HEADERS: Final = frozenset(
     {
