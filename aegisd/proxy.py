@@ -95,13 +95,13 @@ async def perform(
             f"timeout: {host} did not send its whole answer within {req.timeout:g} s"
         )
     allowed = {h.lower() for h in req.response_headers}
-    returned, cut = fit_headers(
-        {k.lower(): v for k, v in result.headers.items() if k.lower() in allowed}
-    )
+    whole = {k.lower(): v for k, v in result.headers.items() if k.lower() in allowed}
+    if credential is not None:
+        # searched before cutting: a cut must not turn a found token into an unfound half
+        await _refuse_reflection(credential, whole, result.body, host, audit)
+    returned, cut = fit_headers(whole)
     if cut:
         log.warning("cut response header(s) %s of %s to fit one frame", ", ".join(cut), host)
-    if credential is not None:
-        await _refuse_reflection(credential, returned, result.body, host, audit)
     return ProxyResult(result.status, returned, result.body)
 
 
