@@ -84,9 +84,12 @@ async def perform(
     if credential is not None:
         scheme = req.auth_scheme or token_type or "Bearer"
         headers["authorization"] = f"{scheme} {credential}"
-    request = http.build_request(
-        req.method, url, headers=headers, content=body, timeout=req.timeout
-    )
+    try:
+        request = http.build_request(
+            req.method, url, headers=headers, content=body, timeout=req.timeout
+        )
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"request to {host} failed ({type(exc).__name__})") from None
     result: ProxyResult | None = None
     with trio.move_on_after(req.timeout):
         result = await _exchange(http, request, host, req.max_response_body)

@@ -12,9 +12,9 @@ byte alignments (so a token encoded *inside* a longer text, ``Authorization: Bea
 in a base64 request dump, is found too); each of those also after undoing JSON escapes of
 punctuation (``\\/``, ``\\u002d`` in either case) and percent-encoding of punctuation (either
 case, nested up to three times: ``%252F``). Not covered: encryption, compression, MIME
-line-wrapped base64, case-folding, letters escaped one by one in JSON, or a token split across
-fields; an upstream that goes that far is hostile beyond echoing, and reaches only what the
-token could reach anyway.
+line-wrapped base64, case-folding, letters escaped one by one in JSON, a token cut short or
+split across fields. An upstream that goes that far is hostile beyond echoing, and such an
+upstream was sent the token anyway.
 
 Pure code: no I/O, no state beyond the needles of one request. It must never log, return or
 keep the token; a match is described only by the name of the form that matched.
@@ -67,13 +67,16 @@ def _escapes(prefix: bytes, punct: bytes) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(dict.fromkeys(pairs))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # the needles are the token: never in a repr or a log
 class CredentialScan:
     """The needles for one credential; ``find`` looks for them in an answer."""
 
     needles: tuple[tuple[str, bytes], ...]
     json_escapes: tuple[tuple[bytes, bytes], ...]
     percent_escapes: tuple[tuple[bytes, bytes], ...]
+
+    def __repr__(self) -> str:
+        return f"CredentialScan(<{len(self.needles)} forms hidden>)"
 
     @classmethod
     def for_credential(cls, credential: str) -> CredentialScan:

@@ -61,3 +61,8 @@ def test_the_form_never_contains_the_token() -> None:
 def test_random_answers_without_the_token_pass(noise: bytes) -> None:
     token = base64.urlsafe_b64encode(os.urandom(30)).decode()
     assert CredentialScan.for_credential(token).find(noise) is None
+
+
+def test_a_scan_never_shows_its_token() -> None:
+    assert TOKEN not in repr(SCAN) and TOKEN not in str(SCAN)
+    assert TOKEN.encode().hex() not in repr(SCAN)
