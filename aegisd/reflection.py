@@ -72,60 +72,66 @@ class CredentialScan:
     """The needles for one credential; ``find`` looks for them in an answer."""
 
     needles: tuple[tuple[str, bytes], ...]
+    plain_needles: tuple[tuple[str, bytes], ...]
     json_escapes: tuple[tuple[bytes, bytes], ...]
     percent_escapes: tuple[tuple[bytes, bytes], ...]
 
     def __repr__(self) -> str:
-        return f"CredentialScan(<{len(self.needles)} forms hidden>)"
+        return f"CredentialScan(<{len(self.needles) + len(self.plain_needles)} forms hidden>)"
 
     @classmethod
     def for_credential(cls, credential: str) -> CredentialScan:
         raw = credential.encode()
         forms: dict[bytes, str] = {raw: "raw"}
-        forms.setdefault(raw.hex().encode(), "hex")
-        forms.setdefault(raw.hex().upper().encode(), "hex")
-        forms.setdefault(_every_byte_escaped(raw.hex().upper().encode()), "percent-encoded")
-        forms.setdefault(_every_byte_escaped(raw.hex().encode()), "percent-encoded")
         for name, enc in _base64_forms(raw):
             forms.setdefault(enc, name)
+        plain: dict[bytes, str] = {}
+        for hexed in (raw.hex().encode(), raw.hex().upper().encode()):
+            plain.setdefault(hexed, "hex")
+            plain.setdefault(_every_byte_escaped(hexed), "percent-encoded")
         # what base64 and the raw token may contain besides letters and digits
         punct = bytes(sorted(b for b in set(raw + b"+/=") if not chr(b).isalnum()))
         return cls(
             tuple((name, needle) for needle, name in forms.items() if needle),
+            tuple((name, needle) for needle, name in plain.items() if needle),
             ((b"\\/", b"/"), *_escapes(b"\\u00", punct)),
             _escapes(b"%", punct + b"%"),
         )
 
     def _views(self, data: bytes) -> Iterator[tuple[str, bytes]]:
-        """``data`` as sent, then with escapes undone (each only when the text has them, so a
-        plain answer costs one pass)."""
-        yield "", data
-        bases = [("", data)]
+        """``data`` with JSON escapes undone, then percent-encoding too (each step only when
+        the text has such escapes, so a plain answer costs no copy)."""
+        label, view = "", data
         if b"\\" in data:
             unjson = data
             for escaped, plain in self.json_escapes:
                 unjson = unjson.replace(escaped, plain)
             if unjson != data:
-                yield "JSON-escaped ", unjson
-                bases.append(("JSON-escaped ", unjson))
-        for label, view in bases:
-            for _ in range(_PERCENT_ROUNDS):
-                if b"%" not in view:
-                    break
-                nested = b"%25" in view  # only then can another round reveal more
-                decoded = view
-                for escaped, plain in self.percent_escapes:
-                    decoded = decoded.replace(escaped, plain)
-                if decoded == view:
-                    break
-                view = decoded
-                yield label + "percent-encoded ", view
-                if not nested:
-                    break
+                label, view = "JSON-escaped ", unjson
+                yield label, view
+        for _ in range(_PERCENT_ROUNDS):
+            if b"%" not in view:
+                break
+            nested = b"%25" in view  # only then can another round reveal more
+            decoded = view
+            for escaped, plain in self.percent_escapes:
+                decoded = decoded.replace(escaped, plain)
+            if decoded == view:
+                break
+            view = decoded
+            yield label + "percent-encoded ", view
+            if not nested:
+                break
 
     def find(self, data: bytes) -> str | None:
         """How the credential appears in ``data`` ("raw", "percent-encoded base64"...), or
         None when it does not."""
+        for name, needle in self.needles:
+            if needle in data:
+                return name
+        for name, needle in self.plain_needles:  # letters and digits: no escape changes them
+            if needle in data:
+                return name
         for label, view in self._views(data):
             for name, needle in self.needles:
                 if needle in view:
