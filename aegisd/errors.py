@@ -22,7 +22,7 @@ all share it, and ``import aegisd.client`` has to stay light.
     │   └── CredentialReflected      credential_reflected 15
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
-    ├── ApprovalPending              approval_pending     15  (the request asked for max_wait)
+    ├── ApprovalPending              approval_pending     16  (the request asked for max_wait)
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
@@ -230,7 +230,7 @@ class ApprovalPending(AegisError):
     """
 
     code = "approval_pending"
-    exit_code = 15
+    exit_code = 16
     default_message = "the approval is still pending: send the same request again to continue"
 
     def __init__(
