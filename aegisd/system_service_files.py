@@ -22,7 +22,7 @@ from typing import Final
 
 from aegisd.accounts import CLIENTS_GROUP, SystemLayout
 from aegisd.errors import ConfigError
-from aegisd.service_files import SUN_PATH_MAX, _check_absolute, _systemd_arg
+from aegisd.service_files import LAUNCHD_SOCKET_KEY, SUN_PATH_MAX, check_absolute, systemd_arg
 
 __all__ = [
     "LAUNCHD_DAEMON_LABEL",
@@ -151,8 +151,8 @@ def render_system_service(
     Raises:
         ConfigError: a path is relative or contains a control character.
     """
-    _check_absolute("the aegisd executable", aegisd)
-    exec_start = f"{_systemd_arg(aegisd)} --config {_systemd_arg(str(layout.config))}"
+    check_absolute("the aegisd executable", aegisd)
+    exec_start = f"{systemd_arg(aegisd)} --config {systemd_arg(str(layout.config))}"
     # An installation under /home stays readable (read-only), one elsewhere never sees homes.
     home_prefixes = ("/home/", "/root/", "/run/user/")
     protect_home = "read-only" if verify_exe or aegisd.startswith(home_prefixes) else "yes"
@@ -197,13 +197,11 @@ def launchd_daemon_plist(
     Raises:
         ConfigError: a path is relative or the socket path is too long for macOS.
     """
-    _check_absolute("the aegisd executable", aegisd)
-    _check_absolute("the log file", log_path)
+    check_absolute("the aegisd executable", aegisd)
+    check_absolute("the log file", log_path)
     socket = str(layout.socket)
     if len(socket.encode()) > SUN_PATH_MAX:
         raise ConfigError(f"socket path longer than {SUN_PATH_MAX} bytes: {socket}")
-    from aegisd.service_files import LAUNCHD_SOCKET_KEY
-
     return {
         "Label": LAUNCHD_DAEMON_LABEL,
         "ProgramArguments": [aegisd, "--config", str(layout.config)],
