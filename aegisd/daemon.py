@@ -115,6 +115,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self.policy: Policy = compile_policy(config)
+        for warning in self.policy.warnings:
+            log.warning("policy: %s", warning)
         self.version = daemon_version()
         self.handshake_timeout = config.daemon.handshake_timeout
         self.idle_timeout = config.daemon.idle_timeout
@@ -444,6 +446,8 @@ class Daemon:
             forgotten=forgotten,
             generation=self.policy_generation,
         )
+        for warning in new_policy.warnings:
+            log.warning("policy: %s", warning)
         log.info("policy reloaded: %d actions", len(new_policy.actions))
         return True
 
