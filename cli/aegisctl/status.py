@@ -43,7 +43,10 @@ def status(cli: CliContext, as_json: bool) -> None:
     click.echo(f"aegisd {report.daemon_version}  pid {report.pid}  up {_duration(report.uptime)}")
     click.echo(f"  socket   {report.socket}")
     click.echo(f"  config   {report.config or '(none: defaults)'}")
-    click.echo(f"  policy   {report.actions} action(s), {report.callers} caller rule(s)")
+    click.echo(
+        f"  policy   {report.actions} action(s), {report.callers} caller rule(s), "
+        f"generation {report.policy_generation}"
+    )
     if report.callers == 0:
         click.echo("           no [[callers]] rules: every action is denied (default deny)")
     click.echo(f"  pending  {report.pending} approval(s)")
