@@ -45,7 +45,7 @@ def test_status_shows_the_running_daemon(daemon_proc: DaemonProcess) -> None:
     assert out[0].startswith(f"aegisd {version('aegis')}  pid {daemon_proc.pid}  up ")
     assert f"  socket   {files.socket}" in out
     assert f"  config   {files.config}" in out
-    assert "  policy   1 action(s), 1 caller rule(s)" in out
+    assert "  policy   1 action(s), 1 caller rule(s), generation 0" in out
     assert "  pending  0 approval(s)" in out
     assert any(line.startswith(f"  audit    {files.audit} [ok] audit chain intact") for line in out)
     assert "  peers    1 connected" in out  # aegisctl itself
