@@ -30,7 +30,8 @@ _PROVISIONAL: Final = 3600.0
 
 def claim_key(tool: str, arguments: Mapping[str, object]) -> str:
     """The identity of a call: a hash of the tool name and the canonical JSON of its arguments
-    (a hash, so a large body does not stay in memory as a key)."""
+    (the shim passes the action parameters and body it sends; a hash, so a large body does
+    not stay in memory as a key)."""
     canon = json.dumps([tool, arguments], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canon.encode()).hexdigest()
 

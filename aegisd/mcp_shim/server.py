@@ -336,7 +336,9 @@ class Shim:
         if tool.action.delivery != "proxy":  # pragma: no cover - plan_tools never lists them
             raise PolicyDenied("aegis-mcp never hands tokens to the model")
         params, body = split_arguments(tool.action, arguments)
-        key = claim_key(name, arguments)
+        # keyed by what the daemon digests, so 5 and "5", or a null and an absent argument,
+        # are the same call (and re-attach), as they are the same request to the daemon
+        key = claim_key(name, {"params": params, "body": body.hex() if body else None})
         claim = self.claims.claim_for(key, time.time()) if tool.needs_approval else None
         outcome: Any
         async with anyio.create_task_group() as tg:
