@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import trio
 from tests.sdk.devstack import DevStack, dev_stack
 from tests.sdk.harness import AegisdProcess, Upstream, cleanup, start_aegisd
 
-from .tshost import ts_host
+from .tshost import npm_dir, ts_host
 
 TIMEOUT = 40
 
@@ -32,6 +33,12 @@ params = {{ number = "^[0-9]{{1,6}}$" }}
 annotations = {{ destructive = false, idempotent = true }}
 request = {{ method = "PATCH", url = "{url}/issues/{{number}}" }}
 """
+
+
+@pytest.fixture(autouse=True)
+def npm() -> Path:
+    """The JavaScript clients' folder; skips every test here when it is not installed."""
+    return npm_dir()
 
 
 @pytest.fixture(scope="module")

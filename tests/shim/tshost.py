@@ -81,6 +81,8 @@ class TsHost:
 async def ts_host(
     scenario: str, socket: Path, *args: str, shim_args: tuple[str, ...] = ()
 ) -> AsyncIterator[TsHost]:
+    """Run ``js/ts_host.mjs``; use the ``npm`` fixture first, so a missing install skips
+    before the trio run starts (a skip raised inside it loses its message)."""
     directory = npm_dir()
     env = {**shim_env(), "AEGIS_NPM_DIR": str(directory)}
     argv = ["--socket", str(socket), *shim_args]
