@@ -39,7 +39,9 @@ async def test_watch_reports_each_successful_reload(watched: AegisdProcess) -> N
         changed = trio.Event()
 
     def hup(text: str) -> None:
-        watched.config.write_text(text)
+        fresh = watched.config.with_suffix(".new")  # atomic: the daemon never reads half
+        fresh.write_text(text)
+        fresh.replace(watched.config)
         assert watched.proc is not None
         watched.proc.send_signal(signal.SIGHUP)
 

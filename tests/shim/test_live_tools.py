@@ -45,7 +45,9 @@ async def reload(aegisd: AegisdProcess, text: str) -> int:
     """Write the new config, SIGHUP the daemon, wait until its generation moved."""
     async with AegisClient(aegisd.socket) as c:
         before = (await c.status()).policy_generation
-    aegisd.config.write_text(text)
+    fresh = aegisd.config.with_suffix(".new")  # atomic: the daemon never reads half a file
+    fresh.write_text(text)
+    fresh.replace(aegisd.config)
     assert aegisd.proc is not None
     aegisd.proc.send_signal(signal.SIGHUP)
     while True:
