@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +33,7 @@ from aegisd.peer import ExeHasher, PeerIdentity, match_caller, read_peer, uid_al
 from aegisd.policy import Policy, compile_policy
 from aegisd.secrets import SecretStore, open_secret_store
 from aegisd.server import Listener, notify, open_listener
+from aegisd.version import installed_version
 
 __all__ = ["Daemon", "daemon_version"]
 
@@ -41,10 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def daemon_version() -> str:
-    try:
-        return version("aegis")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0+unknown"
+    return installed_version()
 
 
 class _AuditRecorder:

@@ -407,17 +407,13 @@ class Shim:
 
     def build_server(self) -> Server[object]:
         """The low-level MCP ``Server`` answering with this shim's handlers."""
-        from importlib.metadata import PackageNotFoundError, version
-
         from mcp.server import Server
 
-        try:
-            ver = version("aegis")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            ver = "0.0.0+unknown"
+        from aegisd.version import installed_version
+
         return Server(
             "aegis-mcp",
-            version=ver,
+            version=installed_version(),
             instructions=_INSTRUCTIONS,
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,

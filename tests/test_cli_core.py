@@ -42,7 +42,7 @@ def test_status_shows_the_running_daemon(daemon_proc: DaemonProcess) -> None:
     done = run_ctl(files, "status")
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
-    assert out[0].startswith(f"aegisd {version('aegis')}  pid {daemon_proc.pid}  up ")
+    assert out[0].startswith(f"aegisd {version('aegis-broker')}  pid {daemon_proc.pid}  up ")
     assert f"  socket   {files.socket}" in out
     assert f"  config   {files.config}" in out
     assert "  policy   1 action(s), 1 caller rule(s)" in out
@@ -362,4 +362,4 @@ def test_aegisctl_uses_the_configs_socket(daemon_proc: DaemonProcess) -> None:
     done = run_ctl(daemon_proc.files, "status", "--json")
     assert json.loads(done.stdout)["pid"] == daemon_proc.pid
     with RawClient(daemon_proc.files.socket) as c:
-        assert c.hello().daemon_version == version("aegis")
+        assert c.hello().daemon_version == version("aegis-broker")

@@ -201,7 +201,7 @@ def test_status_json_reports_daemon_peers_and_audit(daemon_proc: DaemonProcess) 
         done = run_ctl(files, "status", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["daemon_version"] == version("aegis")
+    assert report["daemon_version"] == version("aegis-broker")
     assert report["pid"] == daemon_proc.pid
     assert 0 <= report["uptime"] < 60
     assert report["socket"] == str(files.socket)
@@ -381,4 +381,4 @@ async def test_in_process_reload_swaps_or_keeps_the_policy(daemon: Daemon) -> No
 def test_aegisd_version_flag() -> None:
     done = subprocess.run([str(AEGISD), "--version"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
-    assert version("aegis") in done.stdout
+    assert version("aegis-broker") in done.stdout

@@ -16,6 +16,7 @@ import click
 
 from aegisctl.context import CliContext
 from aegisd.errors import AegisError
+from aegisd.version import DISTRIBUTION
 
 # command name -> "module:attribute" (a click.Command or click.Group)
 COMMANDS: Final[dict[str, str]] = {
@@ -71,7 +72,7 @@ class LazyGroup(click.Group):
     type=click.Path(dir_okay=False),
     help="Config file (default: the user config dir; env AEGIS_CONFIG).",
 )
-@click.version_option(package_name="aegis", prog_name="aegisctl")
+@click.version_option(package_name=DISTRIBUTION, prog_name="aegisctl")
 @click.pass_context
 def cli(ctx: click.Context, socket_path: str | None, config_path: str | None) -> None:
     """Operate aegisd, the credential broker for local AI agents."""
