@@ -37,7 +37,7 @@ from aegisd.errors import (
     ShuttingDown,
 )
 from aegisd.limits import PendingCaps, RememberCache, SlidingWindow
-from aegisd.peer import PeerIdentity
+from aegisd.peer import PeerIdentity, explain_no_match
 from aegisd.policy import CompiledAction, Policy, request_digest
 from aegisd.wire import (
     Authorize,
@@ -226,7 +226,7 @@ class Broker:
         digest = ""
         try:
             if ctx.rule is None:
-                raise PeerRejected()
+                raise PeerRejected(explain_no_match(peer, policy.callers))
             action = policy.action_for(ctx.rule, msg.action)
             params = action.check_params(msg.params)
             body = msg.body if isinstance(msg, Proxy) else None

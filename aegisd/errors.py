@@ -21,10 +21,15 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── UpstreamError                upstream_error       12
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
+    ├── NotFound                     not_found            15
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
+    │   └── AlreadyRunning           already_running      16   (local only)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
+
+aegisctl adds 1 (a check found problems: doctor, audit verify, policy check) and click's 2
+(usage error: unknown option, missing argument); docs/CLI.md has the whole table.
 
 Messages are for people. They never carry a secret, a token or a traceback; callers that
 build one from foreign text must pass only text they control.
@@ -36,6 +41,7 @@ from typing import ClassVar, Final
 
 __all__ = [
     "AegisError",
+    "AlreadyRunning",
     "ApprovalDenied",
     "ApprovalExpired",
     "ApprovalUnavailable",
@@ -48,6 +54,7 @@ __all__ = [
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
+    "NotFound",
     "PeerRejected",
     "PolicyDenied",
     "RateLimited",
@@ -209,6 +216,14 @@ class ShuttingDown(AegisError):
     default_message = "aegisd is shutting down"
 
 
+class NotFound(AegisError):
+    """The thing named does not exist: a pending approval, the audit log, a pending push."""
+
+    code = "not_found"
+    exit_code = 15
+    default_message = "not found"
+
+
 class Internal(AegisError):
     """A bug in aegisd. The details are in the daemon's log, never in the message."""
 
@@ -240,6 +255,13 @@ class ConfigError(AegisError):
         super().__init__(message or "; ".join(self.problems) or "invalid configuration")
 
 
+class AlreadyRunning(ConfigError):
+    """Local only: another aegisd answers on the socket, or the port asked for is taken."""
+
+    code = "already_running"
+    exit_code = 16
+
+
 class SecretsUnavailable(AegisError):
     """Local only: the secret store is locked, absent, insecure, or lacks a needed secret."""
 
@@ -265,6 +287,7 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     UpstreamError,
     Cancelled,
     ShuttingDown,
+    NotFound,
     Internal,
     DaemonUnavailable,
 )

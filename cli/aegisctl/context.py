@@ -1,6 +1,8 @@
 """The object every aegisctl command receives: global options, resolved lazily.
 
-Owns nothing but the two global paths and how to resolve them; it must not open sockets.
+Owns nothing but the global options (socket, config, json) and how to resolve the paths; it
+must not open sockets. Mutable because the options may also come after the sub-command
+(``aegisctl status --socket S``), which click parses after the root group has run.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import click
 from aegisd.config import Config, load_config, resolve_config_path
 
 
-@dataclass(frozen=True)
+@dataclass
 class CliContext:
-    socket_path: str | None
-    config_path: str | None
+    socket_path: str | None = None
+    config_path: str | None = None
+    json: bool = False
 
     def config_file(self) -> Path:
         return resolve_config_path(self.config_path)
