@@ -122,6 +122,20 @@ class KeyLines:
                 return found
         return None
 
+    def line_of_key(self, key: str) -> int | None:
+        """The line of a key written as ``key_text`` does (``actions.a.b.params``, ``x[0].y``).
+
+        For problems that arrive as text (the policy's checks): action names may contain
+        dots, so the text is compared with each known path's text, longest prefix first.
+        """
+        texts = {key_text(path): line for path, line in self._lines.items()}
+        while key:
+            if key in texts:
+                return texts[key]
+            cut = max(key.rfind("."), key.rfind("["))
+            key = key[:cut] if cut > 0 else ""
+        return None
+
 
 # ---- the walk ---------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from argv, echo it, print it, or put it into an error; errors travel as ``AegisE
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -18,6 +17,8 @@ import click
 import trio
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import SecretsStatusOutput, SecretState
 from aegisd.config import SecretsConfig
 from aegisd.errors import SecretsUnavailable
 from aegisd.keyring_store import KeyringSecretStore
@@ -163,7 +164,7 @@ def delete(cli: CliContext, name: str) -> None:
 
 
 @secrets.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
     """Show the backend and which secrets are present (never their values)."""
@@ -181,13 +182,12 @@ def status(cli: CliContext, as_json: bool) -> None:
     detail, present = _run(gather)
     service = store.service if isinstance(store, KeyringSecretStore) else None
     if as_json:
-        doc = {
-            "backend": store.backend_name,
-            "detail": detail,
-            "service": service,
-            "secrets": {n: {"present": present[n], "needed": n in needed} for n in SECRET_NAMES},
-        }
-        click.echo(json.dumps(doc, indent=2))
+        states = {n: SecretState(present=present[n], needed=n in needed) for n in SECRET_NAMES}
+        emit(
+            SecretsStatusOutput(
+                backend=store.backend_name, detail=detail, service=service, secrets=states
+            )
+        )
         return
     where = f", service {service!r}" if service else ""
     click.echo(f"backend: {store.backend_name} ({detail}{where})")
