@@ -245,7 +245,7 @@ def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Proble
             add(
                 ("daemon", "socket"),
                 f"socket path is {size} bytes, the limit is {max_socket_path_length()}; "
-                "use a shorter path",
+                "set [daemon] socket to a shorter path",
                 f"a path of at most {max_socket_path_length()} bytes",
             )
     for name, action in cfg.actions.items():

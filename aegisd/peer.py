@@ -342,7 +342,7 @@ def explain_no_match(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str:
         elif rule.argv and not any(fnmatch.fnmatchcase(cmdline, p) for p in rule.argv):
             why = "argv does not match"
         elif rule.sha256:
-            why = "the executable's sha256 is not pinned"
+            why = "the executable's sha256 matches no pin"
         else:  # pragma: no cover - such a rule would have matched
             why = "matches"
         reasons.append(f"{rule.name!r}: {why}")
