@@ -40,9 +40,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import click
+
 from aegisd import wire
 from aegisd.client import AegisClient, PendingEvent, ProxyResult
 from aegisd.errors import AegisError, Internal, InvalidParams, PolicyDenied, UnknownAction
+from aegisd.version import DISTRIBUTION
 
 if TYPE_CHECKING:
     import mcp_types
@@ -437,29 +440,46 @@ async def serve_stdio(shim: Shim) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``aegis-mcp [--socket PATH]``: run the shim on trio until stdin closes."""
-    import argparse
+    _command().main(args=argv, prog_name="aegis-mcp")
 
-    parser = argparse.ArgumentParser(
-        prog="aegis-mcp",
-        description="MCP stdio server exposing the aegisd actions this caller may use.",
-    )
-    parser.add_argument(
-        "--socket", help="aegisd's socket (default: $AEGIS_SOCKET or the platform default)"
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="aegis-mcp[%(process)d] %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    log.setLevel(args.log_level.upper())
 
-    import trio
+def _command() -> click.Command:
+    """The command line, in the style of aegisd and aegisctl (``-h``/``--help``, ``--version``,
+    the environment variable named in the help)."""
 
-    try:
-        trio.run(serve_stdio, Shim(args.socket))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option(
+        "--socket",
+        envvar="AEGIS_SOCKET",
+        type=click.Path(dir_okay=False),
+        help="aegisd's socket (default: the user runtime dir; env AEGIS_SOCKET).",
+    )
+    @click.option(
+        "--log-level",
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        help="What the shim logs on stderr (the MCP host usually keeps it).",
+    )
+    @click.version_option(package_name=DISTRIBUTION, prog_name="aegis-mcp")
+    def aegis_mcp(socket: str | None, log_level: str) -> None:
+        """MCP stdio server exposing the aegisd actions this caller may use.
+
+        An MCP host (Claude Desktop, OpenClaw) starts it and talks over stdin/stdout; it holds
+        no secrets and asks aegisd which actions its caller rule allows.
+        """
+        logging.basicConfig(
+            level=logging.WARNING,
+            format="aegis-mcp[%(process)d] %(levelname)s: %(message)s",
+            stream=sys.stderr,
+        )
+        log.setLevel(log_level.upper())
+
+        import trio
+
+        try:
+            trio.run(serve_stdio, Shim(socket))
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return aegis_mcp
