@@ -5,9 +5,9 @@ must not import anything but the standard library: the SDK, the shim, the CLI an
 all share it, and ``import aegisd.client`` has to stay light.
 
     AegisError                       code               exit
-    ├── BadRequest                   bad_request          2
-    │   ├── FrameTooLarge            frame_too_large      2
-    │   └── UnsupportedProtocol      unsupported_protocol 2
+    ├── BadRequest                   bad_request         65   (EX_DATAERR; 2 is click's usage)
+    │   ├── FrameTooLarge            frame_too_large     65
+    │   └── UnsupportedProtocol      unsupported_protocol 65
     ├── PeerRejected                 peer_rejected        4
     ├── UnknownAction                unknown_action       5
     ├── CallerNotAllowed             caller_not_allowed   4
@@ -94,7 +94,7 @@ class BadRequest(AegisError):
     """The peer sent something that is not a valid message in this state."""
 
     code = "bad_request"
-    exit_code = 2
+    exit_code = 65  # EX_DATAERR: distinct from click's usage errors (2)
     default_message = "malformed or unexpected message"
 
 

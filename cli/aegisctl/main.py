@@ -39,6 +39,8 @@ COMMANDS: Final[dict[str, str]] = {
 }
 
 CONTEXT_SETTINGS: Final = {"help_option_names": ["-h", "--help"]}
+# commands that neither talk to aegisd nor read its config: no late --socket/--config
+_SELF_CONTAINED: Final = frozenset({"demo", "dev-tenant"})
 _SOCKET_HELP: Final = "Daemon socket (default: the user runtime dir; env AEGIS_SOCKET)."
 _CONFIG_HELP: Final = "Config file (default: the user config dir; env AEGIS_CONFIG)."
 
@@ -68,7 +70,7 @@ def _late_global_options() -> list[click.Option]:
     ]
 
 
-def _conform(command: click.Command) -> None:
+def _conform(command: click.Command, *, paths: bool = True) -> None:
     """Give a loaded command the shared conventions (idempotent; recurses into groups)."""
     if command.short_help is None and command.help:
         # click cuts the summary at 45 characters in the command list; show the whole first
@@ -77,7 +79,9 @@ def _conform(command: click.Command) -> None:
         command.short_help = " ".join(first.split())
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            _conform(sub)
+            _conform(sub, paths=paths)
+        return
+    if not paths:
         return
     names = {opt for p in command.params for opt in getattr(p, "opts", [])}
     command.params += [o for o in _late_global_options() if o.opts[0] not in names]
@@ -102,7 +106,7 @@ class LazyGroup(click.Group):
             raise
         command = getattr(module, attr)
         assert isinstance(command, click.Command)
-        _conform(command)
+        _conform(command, paths=cmd_name not in _SELF_CONTAINED)
         return command
 
 
