@@ -186,7 +186,7 @@ def test_verify_json_lists_problems(log_copy: Path) -> None:
 
 def test_verify_of_a_missing_log_fails(aeg_root: Path) -> None:
     done = verify(aeg_root / "none.jsonl")
-    assert done.returncode == 15  # not_found
+    assert done.returncode == 17  # not_found
     assert "no audit log" in done.stderr
 
 

@@ -39,7 +39,7 @@ def pending(cli: CliContext, as_json: bool) -> None:
 @json_option
 @pass_cli
 def cancel(cli: CliContext, pending_id: str, as_json: bool) -> None:
-    """Withdraw one pending approval (its callers get `cancelled`); exit 15 if there is none."""
+    """Withdraw one pending approval (its callers get `cancelled`); exit 17 if there is none."""
     call(cli.socket(), lambda c: c.cancel_pending(pending_id))
     if as_json:
         emit(CancelOutput(cancelled=pending_id))

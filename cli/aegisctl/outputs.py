@@ -102,6 +102,10 @@ class PendingItem(_Out, kw_only=True, forbid_unknown_fields=True):
     expires_at: float
     """Unix time."""
     waiters: int = 1
+    params: dict[str, str] = {}
+    """The full parameters, to check against the phone's text."""
+    state: str = "pending"
+    """pending, then the answer held for its requester: approved or an error code."""
 
 
 class PendingOutput(_Out, kw_only=True, forbid_unknown_fields=True):

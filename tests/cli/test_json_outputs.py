@@ -56,6 +56,19 @@ def test_docs_hold_the_schema_the_structs_generate() -> None:
         assert f"### `{command}`" in m.group(1)
 
 
+def test_outputs_carry_every_field_the_daemon_sends() -> None:
+    from msgspec.structs import fields
+
+    from aegisctl.outputs import PendingItem
+    from aegisd import wire
+
+    def names(cls: type) -> set[str]:
+        return {f.encode_name for f in fields(cls)}
+
+    assert names(wire.PendingInfo) <= names(PendingItem)
+    assert names(wire.StatusReport) - {"id", "auth0_state"} <= names(StatusOutput)
+
+
 async def ctl(stack: Stack, *args: str, config: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [str(AEGISCTL), "--socket", str(stack.socket)]
     if config:
@@ -100,9 +113,9 @@ async def test_commands_that_talk_to_the_daemon(make_stack: object, nursery: tri
         assert msgspec.json.decode(done.stdout, type=CancelOutput).cancelled == item.pending_id
 
         done = await ctl(stack, "cancel", item.pending_id, "--json")  # gone now
-        assert done.returncode == 15
+        assert done.returncode == 17
         error = msgspec.json.decode(done.stdout, type=ErrorOutput).error
-        assert (error.code, error.exit_code) == ("not_found", 15)
+        assert (error.code, error.exit_code) == ("not_found", 17)
 
         done = await ctl(stack, "lock", "--json")
         locked = msgspec.json.decode(done.stdout, type=LockOutput)
@@ -119,7 +132,7 @@ async def test_commands_that_talk_to_the_daemon(make_stack: object, nursery: tri
             done = await ctl(stack, "dev-tenant", "deny", "--port", port, "--latest", "--json")
             assert msgspec.json.decode(done.stdout, type=DevTenantAnswerOutput).status == "denied"
         done = await ctl(stack, "dev-tenant", "deny", "--port", port, "--latest", "--json")
-        assert done.returncode == 15  # nothing left to deny
+        assert done.returncode == 17  # nothing left to deny
         assert msgspec.json.decode(done.stdout, type=ErrorOutput).error.code == "not_found"
 
         # audit: the daemon's own log, found by asking it (no --config given)

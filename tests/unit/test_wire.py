@@ -313,8 +313,9 @@ def test_design_codes_are_all_on_the_wire() -> None:
         "unknown_action", "caller_not_allowed", "invalid_params", "policy_denied",
         "rate_limited", "approval_denied", "approval_expired", "approval_unavailable",
         "credential_unavailable", "upstream_error", "cancelled", "shutting_down", "internal",
+        "approval_pending",
     }  # fmt: skip
-    # not_found (issue 16): `aegisctl cancel` of an unknown id exits 15, not bad_request's 2
+    # not_found (issue 16): `aegisctl cancel` of an unknown id exits 17, not bad_request
     assert design | {"not_found"} == WIRE_CODES
 
 
