@@ -36,6 +36,9 @@ __all__ = [
     "ResolvedExecutables",
     "SecretState",
     "SecretsStatusOutput",
+    "ServiceCommandResult",
+    "ServiceFileState",
+    "ServiceStatusOutput",
     "StatusOutput",
     "markdown",
 ]
@@ -208,6 +211,26 @@ class SecretsStatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     secrets: dict[str, SecretState]
 
 
+class ServiceFileState(_Out, kw_only=True, forbid_unknown_fields=True):
+    path: str
+    state: Literal["installed", "not installed", "differs"]
+    """differs: not what `aegisctl service install` writes now."""
+
+
+class ServiceCommandResult(_Out, kw_only=True, forbid_unknown_fields=True):
+    argv: list[str]
+    exit_code: int | None = None
+    """null with --dry-run (not run)."""
+    output: str = ""
+
+
+class ServiceStatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
+    ok: bool
+    """Every file installed and current, and every manager command exited 0."""
+    files: list[ServiceFileState]
+    commands: list[ServiceCommandResult]
+
+
 class DevTenantAnswerOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     ok: bool = True
     status: str
@@ -227,6 +250,7 @@ OUTPUTS: Final[dict[str, type[msgspec.Struct]]] = {
     "policy check": PolicyCheckOutput,
     "doctor": DoctorOutput,
     "secrets status": SecretsStatusOutput,
+    "service status": ServiceStatusOutput,
     "dev-tenant approve | deny": DevTenantAnswerOutput,
     "(any command, on failure)": ErrorOutput,
 }

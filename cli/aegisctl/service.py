@@ -27,6 +27,8 @@ import click
 import platformdirs.macos
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import ServiceCommandResult, ServiceFileState, ServiceStatusOutput
 from aegisd.config import APP, Config, load_config
 from aegisd.errors import ConfigError
 from aegisd.service_files import (
@@ -423,12 +425,16 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
     @platform_option
     @aegisd_option
     @dry_run_option
+    @json_option
     @pass_cli
     def status(
-        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool, as_json: bool
     ) -> None:
         """Show whether the files are installed and current, and the manager's view."""
         inst = _installation_for_removal(cli, choose(platform, dry_run), aegisd)
+        if as_json:
+            emit(_status_output(inst, runner, dry_run=dry_run))
+            return
         for path, content in installed_files(inst).items():
             try:
                 current = path.read_bytes()
@@ -478,3 +484,29 @@ def _installation_for_removal(
 
 
 service = make_service_group()
+
+
+def _status_output(inst: Installation, runner: Runner, *, dry_run: bool) -> ServiceStatusOutput:
+    """``service status --json``: each file's state and each manager command's answer."""
+    files: list[ServiceFileState] = []
+    for path, content in installed_files(inst).items():
+        state: Literal["installed", "not installed", "differs"]
+        try:
+            current = path.read_bytes()
+        except FileNotFoundError:
+            state = "not installed"
+        else:
+            state = "installed" if current == content else "differs"
+        files.append(ServiceFileState(path=str(path), state=state))
+    commands: list[ServiceCommandResult] = []
+    for argv in status_commands(inst):
+        if dry_run:
+            commands.append(ServiceCommandResult(argv=list(argv)))
+            continue
+        result = runner(argv)
+        output = (result.stdout + result.stderr).rstrip()
+        commands.append(
+            ServiceCommandResult(argv=list(argv), exit_code=result.returncode, output=output)
+        )
+    ok = all(f.state == "installed" for f in files) and all(c.exit_code == 0 for c in commands)
+    return ServiceStatusOutput(ok=ok, files=files, commands=commands)

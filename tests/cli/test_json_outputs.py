@@ -28,6 +28,7 @@ from aegisctl.outputs import (
     LockOutput,
     PendingOutput,
     SecretsStatusOutput,
+    ServiceStatusOutput,
     StatusOutput,
     markdown,
 )
@@ -36,8 +37,9 @@ from aegisd.client import AegisClient
 from aegisd.errors import AegisError
 from tests.broker.conftest import Stack, make_stack, wait_for_pending
 from tests.corekit import AEGISCTL, Files, child_env, run_ctl
+from tests.ops.test_service_cli import FakeManager, config, home, invoke
 
-__all__ = ["make_stack"]  # the fixture, re-exported for this module
+__all__ = ["config", "home", "make_stack"]  # fixtures, re-exported for this module
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "CLI.md"
 
@@ -57,9 +59,9 @@ def test_docs_hold_the_schema_the_structs_generate() -> None:
 
 
 def test_outputs_carry_every_field_the_daemon_sends() -> None:
+    from aegisctl.outputs import PendingItem
     from msgspec.structs import fields
 
-    from aegisctl.outputs import PendingItem
     from aegisd import wire
 
     def names(cls: type) -> set[str]:
@@ -185,3 +187,18 @@ def test_json_after_the_command_or_before_it_is_the_same(aeg_root: Path) -> None
     )
     assert before.returncode == after.returncode == 3
     assert before.stdout == after.stdout and sock in before.stdout
+
+
+def test_service_status_json(home: Path, config: Path) -> None:
+    manager = FakeManager()
+    before = invoke(manager, config, "status", "--json", "--platform", "linux")
+    assert before.exit_code == 0, before.output
+    report = msgspec.json.decode(before.stdout, type=ServiceStatusOutput)
+    assert not report.ok and {f.state for f in report.files} == {"not installed"}
+    assert invoke(manager, config, "install", "--platform", "linux").exit_code == 0
+    after = msgspec.json.decode(
+        invoke(manager, config, "status", "--json", "--platform", "linux").stdout,
+        type=ServiceStatusOutput,
+    )
+    assert after.ok and {f.state for f in after.files} == {"installed"}
+    assert all(c.exit_code == 0 for c in after.commands)
