@@ -163,14 +163,16 @@ def main() -> None:
         # raised by a command (e.g. ``audit verify`` on a broken chain) instead of raising it
         code = cli.main(standalone_mode=False, obj=state)
     except click.exceptions.Abort:
-        _fail(state, "aborted", "aborted", 130)
-    except click.UsageError as exc:
         if state.json:
-            _fail(state, "usage", exc.format_message(), exc.exit_code)
+            _fail(state, "aborted", "aborted", 1)
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        if state.json:
+            code = "usage" if isinstance(exc, click.UsageError) else "error"
+            _fail(state, code, exc.format_message(), exc.exit_code)
         exc.show()
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        _fail(state, "error", exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except AegisError as exc:
