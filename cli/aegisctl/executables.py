@@ -4,7 +4,8 @@ The most likely first failure is a ``[[callers]]`` rule whose ``exe`` names an i
 this machine does not have (the examples use ``/usr/bin/python3*``; pyenv, Homebrew and some
 venvs put Python elsewhere). This module says what the current interpreter and ``aegis-mcp``
 resolve to (the daemon matches the *resolved* executable of the connecting process) and which
-exe patterns match no file here, for ``policy check`` and ``doctor``. It reads the file system
+exe patterns match no file here, and whether this machine's ``aegis-mcp`` would match any
+rule at all, for ``policy check`` and ``doctor``. It reads the file system
 only; it never changes anything.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from aegisctl.outputs import ResolvedExecutables
 from aegisd.config import Config
+from aegisd.peer import PeerIdentity, explain_no_match, match_caller
 
 __all__ = ["exe_pattern_warnings", "resolved_executables"]
 
@@ -68,4 +70,22 @@ def exe_pattern_warnings(cfg: Config, resolved: ResolvedExecutables) -> list[str
                     f'callers[{i}] ("{rule.name}"): exe "{pattern}" matches no file on this '
                     f"machine, so the rule can never match; aegis-mcp here runs {runs}"
                 )
+    shim = _shim_peer(resolved)
+    if cfg.callers and shim is not None and match_caller(shim, cfg.callers, None) is None:
+        why = explain_no_match(shim, cfg.callers)
+        warnings.append(why.replace("this process", "aegis-mcp as installed here", 1))
     return warnings
+
+
+def _shim_peer(resolved: ResolvedExecutables) -> PeerIdentity | None:
+    """What aegisd would see when this machine's aegis-mcp connects (the interpreter's
+    resolved path, and ``python /path/aegis-mcp`` as the command line)."""
+    if resolved.aegis_mcp is None or resolved.aegis_mcp_interpreter is None:
+        return None
+    return PeerIdentity(
+        uid=os.getuid(),
+        gid=os.getgid(),
+        pid=0,
+        exe=resolved.aegis_mcp_interpreter,
+        argv=(resolved.aegis_mcp_interpreter, resolved.aegis_mcp),
+    )

@@ -179,7 +179,7 @@ class PolicyCheckOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     problems: list[Problem] = []
     binding_messages: list[BindingPreview] = []
     exe_warnings: list[str] = []
-    """Caller-rule exe patterns that match no file on this machine."""
+    """Caller-rule exe patterns that match no file here; aegis-mcp here matching no rule."""
     resolved: ResolvedExecutables
 
 

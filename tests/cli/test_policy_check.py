@@ -156,6 +156,22 @@ def test_exe_patterns_that_match_nothing_here_are_warned_about(tmp_path: Path) -
     assert report.resolved.interpreter == os.path.realpath(sys.executable)
 
 
+def test_a_shim_that_no_rule_would_match_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[callers]]\nname = "system"\nexe = ["/bin/sh"]\nargv = ["*aegis-mcp*"]\n'
+        'actions = ["a"]\n[actions.a]\napproval = "none"\n'
+        'request = { url = "http://127.0.0.1:9/" }\n'
+    )
+    _, doc, _ = run("policy", "check", str(path), "--json")
+    report = msgspec.json.decode(doc, type=PolicyCheckOutput)
+    assert report.resolved.aegis_mcp_interpreter == os.path.realpath(sys.executable)
+    (warning,) = report.exe_warnings  # /bin/sh exists, but it is not what runs aegis-mcp
+    assert warning.startswith("no [[callers]] rule matches aegis-mcp as installed here")
+    assert f"aegisd saw exe {os.path.realpath(sys.executable)}" in warning
+    assert "'system': exe does not match" in warning
+
+
 def test_a_missing_file_is_one_problem(tmp_path: Path) -> None:
     code, out, _ = run("policy", "check", str(tmp_path / "nope.toml"), "--json")
     assert code == 78
