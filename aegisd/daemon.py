@@ -325,6 +325,13 @@ class Daemon:
             await self.record(
                 "peer_rejected", pid=peer.pid, uid=peer.uid, exe=peer.exe, reason="uid not allowed"
             )
+            log.info(
+                "pid %d rejected: uid %d is not allowed (exe %s, argv %r)",
+                peer.pid,
+                peer.uid,
+                peer.exe or "?",
+                " ".join(peer.argv)[:200],
+            )
             raise PeerRejected()
         digest = None
         if self._needs_hash:

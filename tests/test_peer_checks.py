@@ -110,6 +110,8 @@ def test_other_uid_is_rejected_and_audited(
     assert rec["uid"] == other_user[0]
     assert rec["exe"] == os.path.realpath(SYSTEM_PYTHON)
     assert rec["reason"] == "uid not allowed"
+    # the operator's log says who it was (issue 16); the peer itself learned nothing
+    assert f"rejected: uid {other_user[0]} is not allowed (exe " in daemon_proc.stderr()
     assert status_roundtrip(files.socket).pid == daemon_proc.pid  # others are still served
     daemon_proc.assert_no_crash()
 
