@@ -334,7 +334,7 @@ def explain_no_match(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str:
     if not rules:
         return f"no [[callers]] rules are configured ({saw})"
     reasons: list[str] = []
-    for rule in rules:
+    for rule in rules[:_EXPLAINED_RULES]:
         if rule.uids and peer.uid not in rule.uids:
             why = f"uid {peer.uid} is not listed"
         elif rule.exe and not _exe_matches(peer, rule.exe):
@@ -346,4 +346,9 @@ def explain_no_match(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str:
         else:  # pragma: no cover - such a rule would have matched
             why = "matches"
         reasons.append(f"{rule.name!r}: {why}")
+    if len(rules) > _EXPLAINED_RULES:
+        reasons.append(f"and {len(rules) - _EXPLAINED_RULES} more rule(s)")
     return f"no [[callers]] rule matches this process ({saw}; " + "; ".join(reasons) + ")"
+
+
+_EXPLAINED_RULES: Final = 10  # the message stays one readable line (and far below a frame)
