@@ -19,14 +19,15 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── ApprovalUnavailable          approval_unavailable 10
     ├── CredentialUnavailable        credential_unavailable 11
     ├── UpstreamError                upstream_error       12
+    │   └── CredentialReflected      credential_reflected 15
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
-    ├── ApprovalPending              approval_pending     15  (the request asked for max_wait)
+    ├── ApprovalPending              approval_pending     16  (the request asked for max_wait)
     ├── NotFound                     not_found            17
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
-    │   └── AlreadyRunning           already_running      16   (local only)
+    │   └── AlreadyRunning           already_running      18   (local only)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
 
 aegisctl adds 1 (a check found problems: doctor, audit verify, policy check) and click's 2
@@ -51,6 +52,7 @@ __all__ = [
     "CallerNotAllowed",
     "Cancelled",
     "ConfigError",
+    "CredentialReflected",
     "CredentialUnavailable",
     "DaemonUnavailable",
     "FrameTooLarge",
@@ -202,6 +204,15 @@ class UpstreamError(AegisError):
     default_message = "the upstream service answered with an error"
 
 
+class CredentialReflected(UpstreamError):
+    """The proxied API's answer contained the credential aegisd sent it; the whole answer was
+    withheld (the request itself may have had its effect)."""
+
+    code = "credential_reflected"
+    exit_code = 15
+    default_message = "the API's answer contained the credential, so it was withheld"
+
+
 class Cancelled(AegisError):
     """The request was withdrawn by its caller, by ``aegisctl cancel`` or by ``lock``."""
 
@@ -226,7 +237,7 @@ class ApprovalPending(AegisError):
     """
 
     code = "approval_pending"
-    exit_code = 15
+    exit_code = 16
     default_message = "the approval is still pending: send the same request again to continue"
 
     def __init__(
@@ -283,7 +294,7 @@ class AlreadyRunning(ConfigError):
     """Local only: another aegisd answers on the socket, or the port asked for is taken."""
 
     code = "already_running"
-    exit_code = 16
+    exit_code = 18
 
 
 class SecretsUnavailable(AegisError):
@@ -309,6 +320,7 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     ApprovalUnavailable,
     CredentialUnavailable,
     UpstreamError,
+    CredentialReflected,
     Cancelled,
     ShuttingDown,
     ApprovalPending,

@@ -145,7 +145,7 @@ def test_refuses_to_start_beside_a_live_daemon(
     second = write_config(
         socket_path=first.socket, audit_path=aeg_root / "second.jsonl", name="second.toml"
     )
-    err = refused(spawn_daemon, second, code=16)  # already_running
+    err = refused(spawn_daemon, second, code=18)  # already_running
     assert f"{first.socket}: another aegisd is already running there" in err
     # the running daemon is untouched and still serves
     assert status_roundtrip(first.socket).pid == daemon_proc.pid

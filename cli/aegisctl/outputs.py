@@ -177,6 +177,8 @@ class PolicyCheckOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     actions: int = 0
     callers: int = 0
     problems: list[Problem] = []
+    warnings: list[str] = []
+    """The policy's warnings (phone text that may shorten parameters, a wide remember)."""
     binding_messages: list[BindingPreview] = []
     exe_warnings: list[str] = []
     """Caller-rule exe patterns that match no file here; aegis-mcp here matching no rule."""
@@ -201,6 +203,8 @@ class SecretState(_Out, kw_only=True, forbid_unknown_fields=True):
     present: bool
     needed: bool
     """Whether the config asks for it."""
+    systemd_credential: bool = False
+    """Separated mode: stored as an encrypted systemd credential."""
 
 
 class SecretsStatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
@@ -226,7 +230,7 @@ class ServiceCommandResult(_Out, kw_only=True, forbid_unknown_fields=True):
 
 class ServiceStatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     ok: bool
-    """Every file installed and current, and every manager command exited 0."""
+    """Installed and running (exit 0); else exit 1 (not installed) or 3 (not running)."""
     files: list[ServiceFileState]
     commands: list[ServiceCommandResult]
 

@@ -42,9 +42,10 @@ def _print_report(report: PolicyCheckOutput) -> None:
     if report.problems:
         click.echo(f"{len(report.problems)} problem(s) found", err=True)
     else:
-        click.echo(
-            f"{report.file}: ok ({report.actions} action(s), {report.callers} caller rule(s))"
-        )
+        summary = f"{report.actions} action(s), {report.callers} caller rule(s)"
+        if report.warnings:
+            summary += f", {len(report.warnings)} warning(s)"
+        click.echo(f"{report.file}: ok ({summary})")
         if not report.callers:
             click.echo("note: no [[callers]] rules, so no process may request any action")
     if report.binding_messages:
@@ -58,5 +59,5 @@ def _print_report(report: PolicyCheckOutput) -> None:
     click.echo(f"this Python resolves to {r.interpreter}")
     if r.aegis_mcp:
         click.echo(f"aegis-mcp is {r.aegis_mcp}, run by {r.aegis_mcp_interpreter or '?'}")
-    for warning in report.exe_warnings:
+    for warning in [*report.warnings, *report.exe_warnings]:  # neither changes the exit status
         click.echo(f"warning: {warning}", err=True)

@@ -16,7 +16,7 @@ from typing import Final
 
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.outputs import BindingPreview, PolicyCheckOutput
-from aegisd.binding import render_binding_message
+from aegisd.binding import pattern_max_length, render_binding_message
 from aegisd.config import ActionSpec, Config, check_config
 from aegisd.config_check import KeyLines, Problem
 from aegisd.errors import ConfigError
@@ -30,14 +30,9 @@ _POLICY_PROBLEM: Final = re.compile(r"^(?P<file>.*?): key (?P<key>\S+?): (?P<msg
 
 
 def _longest_length(pattern: str) -> int:
-    """The most characters ``pattern`` accepts (capped): sre's width analysis."""
-    try:
-        import re._parser as sre  # type: ignore[import-not-found,unused-ignore]
-
-        width = int(sre.parse(pattern).getwidth()[1])
-    except Exception:  # an invalid pattern is reported elsewhere; any estimate will do
-        return _LONGEST_CAP
-    return min(width, _LONGEST_CAP)
+    """The most characters ``pattern`` accepts, capped (unbounded patterns get the cap)."""
+    width = pattern_max_length(pattern)
+    return _LONGEST_CAP if width is None else min(width, _LONGEST_CAP)
 
 
 def preview(name: str, spec: ActionSpec) -> BindingPreview | None:
@@ -57,9 +52,10 @@ def preview(name: str, spec: ActionSpec) -> BindingPreview | None:
         return None
 
 
-def _policy_problems(cfg: Config, lines: KeyLines, source: str) -> list[Problem]:
+def _policy_problems(cfg: Config, lines: KeyLines, source: str) -> tuple[list[Problem], list[str]]:
+    """The policy's semantic problems, located by line, and its warnings."""
     try:
-        compile_policy(cfg)
+        return [], list(compile_policy(cfg).warnings)
     except ConfigError as exc:
         found: list[Problem] = []
         for text in exc.problems:
@@ -71,8 +67,7 @@ def _policy_problems(cfg: Config, lines: KeyLines, source: str) -> list[Problem]
             found.append(
                 Problem(file=source, line=lines.line_of_key(key), key=key, message=m["msg"])
             )
-        return found
-    return []
+        return found, []
 
 
 def check_file(path: str) -> PolicyCheckOutput:
@@ -93,7 +88,8 @@ def check_file(path: str) -> PolicyCheckOutput:
         return PolicyCheckOutput(ok=False, file=path, problems=problems, resolved=resolved)
     lines = KeyLines(data.decode("utf-8", "replace"))
     seen = {(p.key, p.message) for p in problems}
-    for extra in _policy_problems(cfg, lines, path):
+    policy_problems, warnings = _policy_problems(cfg, lines, path)
+    for extra in policy_problems:
         if (extra.key, extra.message) not in seen:  # e.g. a bad regex both layers notice
             seen.add((extra.key, extra.message))
             problems.append(extra)
@@ -105,6 +101,7 @@ def check_file(path: str) -> PolicyCheckOutput:
         actions=len(cfg.actions),
         callers=len(cfg.callers),
         problems=problems,
+        warnings=warnings,
         binding_messages=previews,
         exe_warnings=exe_pattern_warnings(cfg, resolved),
         resolved=resolved,

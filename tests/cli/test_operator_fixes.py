@@ -158,7 +158,7 @@ def test_dev_tenant_on_a_port_in_use_is_one_line() -> None:
             env=child_env(),
             timeout=30,
         )
-    assert done.returncode == 16
+    assert done.returncode == 18
     assert done.stderr.splitlines() == [
         f"aegisctl: port {port} on 127.0.0.1 is already in use (another dev tenant?); "
         "choose another with --port, or --port 0 for a free one [already_running]"
