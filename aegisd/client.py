@@ -4,8 +4,8 @@ Owns the client side of the socket protocol on anyio, so it runs under asyncio a
 connecting (``AEGIS_SOCKET`` or the default path), the handshake, several requests in flight
 on one connection, ``Pending`` events, cancellation (a cancelled await sends ``Cancel``), and
 raising the ``AegisError`` subclass named by each error code. It imports only the standard
-library, anyio, msgspec, platformdirs and ``aegisd.wire``/``aegisd.errors``: no httpx, no mcp,
-so ``import aegisd.client`` stays light. It never keeps a credential after handing it over.
+library, anyio, msgspec and ``aegisd.wire``/``errors``/``runtime_dir``: no httpx, no mcp, so
+``import aegisd.client`` stays light. It never keeps a credential after handing it over.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from aegisd.errors import (
     FrameTooLarge,
     Internal,
     InvalidParams,
+    NotFound,
     PeerRejected,
     PolicyDenied,
     RateLimited,
@@ -70,6 +71,7 @@ __all__ = [
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
+    "NotFound",
     "ParamsSpec",
     "PeerRejected",
     "PendingCallback",
@@ -90,13 +92,13 @@ CLIENT_NAME: Final = "aegis-sdk"
 
 
 def default_socket() -> Path:
-    """``AEGIS_SOCKET``, else ``platformdirs.user_runtime_dir("aegis")/aegisd.sock``."""
+    """``AEGIS_SOCKET``, else ``runtime_dir.user_runtime_dir()/aegisd.sock``."""
     env = os.environ.get("AEGIS_SOCKET")
     if env:
         return Path(env).expanduser()
-    import platformdirs  # imported here: only needed when no socket is given
+    from aegisd.runtime_dir import user_runtime_dir  # only needed when no socket is given
 
-    return Path(platformdirs.user_runtime_dir("aegis")) / "aegisd.sock"
+    return user_runtime_dir() / "aegisd.sock"
 
 
 # A single-use credential as the daemon sent it; ``repr`` never shows the token. The wire

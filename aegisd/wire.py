@@ -277,6 +277,10 @@ class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     actions: int = 0
     callers: int = 0
     policy_generation: int = 0
+    # the same Auth0 state as ``auth0`` with each value's own type ("jwks_keys": 0, not "0")
+    auth0_state: dict[str, str | int | float | bool | None] = {}
+    # secrets the config needs that the backend lacked when the daemon started (names only)
+    missing_secrets: list[str] = []
 
 
 DaemonMessage = (

@@ -8,7 +8,8 @@ concern:
 * ``claims``: the in-memory handles that let a repeated call re-attach to its own approval;
 * ``tasks``: MCP Tasks (2025-11-25) for hosts that poll a long call instead of holding it;
 * ``progress``: how a waiting call shows the pending approval (progress, task status);
-* ``server``: the session, the handlers, the policy watcher and ``main``;
+* ``server``: the session, the handlers and the policy watcher;
+* ``cli``: the command line (``main``);
 
 and ``aegisd.mcp_results`` holds the result shapes (shared with the SDK's decorator). It
 must not hold or show a credential, nor fail to start when aegisd is down: then it lists a
@@ -21,11 +22,11 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The ``aegis-mcp`` console script (``aegisd.mcp_shim.server.main``).
+    """The ``aegis-mcp`` console script (``aegisd.mcp_shim.cli.main``).
 
     Imported here, not at the top: the submodules import each other by their own names, so
     the package itself stays out of every import chain (no cycle through ``__init__``).
     """
-    from aegisd.mcp_shim.server import main as run
+    from aegisd.mcp_shim.cli import main as run
 
     run(argv)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
     from mcp.server.session import ServerSession
 
-__all__ = ["CLIENT_NAME", "DEFAULT_MAX_WAIT", "Shim", "main", "serve_stdio"]
+__all__ = ["CLIENT_NAME", "DEFAULT_MAX_WAIT", "Shim", "serve_stdio"]
 
 log = logging.getLogger("aegisd.mcp_shim")
 
@@ -399,19 +398,15 @@ class Shim:
 
     def build_server(self) -> Server[Any]:
         """The low-level MCP ``Server`` answering with this shim's handlers."""
-        from importlib.metadata import PackageNotFoundError, version
-
         import mcp_types
         from mcp.server import Server
         from mcp.server.subscriptions import ListenHandler
 
-        try:
-            ver = version("aegis")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            ver = "0.0.0+unknown"
+        from aegisd.version import installed_version
+
         server: Server[Any] = Server(
             "aegis-mcp",
-            version=ver,
+            version=installed_version(),
             title="Aegis",
             instructions=_INSTRUCTIONS,
             on_list_tools=self.list_tools,
@@ -448,43 +443,3 @@ async def serve_stdio(shim: Shim) -> None:
     options = shim.initialization_options(server)
     async with shim.running(), stdio_server() as (read, write):
         await server.run(read, write, options)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``aegis-mcp [--socket PATH] [--max-wait S]``: run the shim on trio until stdin closes."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="aegis-mcp",
-        description="MCP stdio server exposing the aegisd actions this caller may use.",
-    )
-    parser.add_argument(
-        "--socket", help="aegisd's socket (default: $AEGIS_SOCKET or the platform default)"
-    )
-    parser.add_argument(
-        "--max-wait",
-        type=float,
-        default=DEFAULT_MAX_WAIT,
-        metavar="S",
-        help="seconds a call waits for an approval before it returns approval_pending "
-        f"(default {DEFAULT_MAX_WAIT:g}; keep it below the host's tool timeout)",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    args = parser.parse_args(argv)
-    if args.max_wait <= 0:
-        parser.error("--max-wait must be positive")
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="aegis-mcp[%(process)d] %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    log.setLevel(args.log_level.upper())
-
-    import trio
-
-    try:
-        trio.run(serve_stdio, Shim(args.socket, max_wait=args.max_wait))
-    except KeyboardInterrupt:
-        sys.exit(130)
