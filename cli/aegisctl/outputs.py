@@ -92,6 +92,8 @@ class StatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     callers: int = 0
     missing_secrets: list[str] = []
     """Secrets the config needs that the backend did not have when the daemon started."""
+    policy_generation: int = 0
+    """Bumped by every successful reload (``aegis-mcp`` follows it to refresh its tools)."""
 
 
 class PendingItem(_Out, kw_only=True, forbid_unknown_fields=True):
