@@ -113,7 +113,10 @@ class Auth0Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     signing_alg: Literal["RS256", "PS256"] = "RS256"
     user_id: str
     audience: str | None = None
+    tenant_domain: str | None = None  # canonical *.auth0.com host behind a custom domain
+    scopes: list[str] = []  # added to openid on every CIBA request (API permissions)
     requested_expiry: int = 120
+    email_channel: bool = False  # allows requested_expiry up to 259200 (Auth0's email channel)
     authorization_details: bool = False
     http_timeout: float = 10.0
     id_token_leeway: float = 30.0
@@ -143,6 +146,7 @@ class CredentialSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
         default_factory=lambda: ["token_vault", "management"]
     )
     login_hint: str | None = None
+    scopes: list[str] = []  # ciba_token: added to the CIBA scope; token_vault: Token Vault scope
 
 
 class RequestTemplate(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -222,6 +226,39 @@ def _locate_action(raw: dict[str, object], key: str, what: str) -> tuple[str, st
     return key, what
 
 
+_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")  # RFC 6749 §3.3
+
+
+def _auth0_problems(cfg: Config, source: str) -> list[str]:
+    """Static checks of ``[auth0]`` and of the actions' credential scopes."""
+    assert cfg.auth0 is not None
+    a0, problems = cfg.auth0, []
+    longest = 259200 if a0.email_channel else 300
+    if not 1 <= a0.requested_expiry <= longest:
+        problems.append(
+            f"{source}: key auth0.requested_expiry: must be 1..{longest} seconds "
+            + (
+                "(Auth0's email channel allows at most 72 h)"
+                if a0.email_channel
+                else "(Guardian push allows at most 300; above needs auth0.email_channel)"
+            )
+        )
+    if a0.authorization_details and not a0.audience:
+        problems.append(
+            f"{source}: key auth0.authorization_details: needs auth0.audience (RAR types are "
+            "registered on an API)"
+        )
+    scopes = [("auth0.scopes", s) for s in a0.scopes] + [
+        (f"actions.{n}.credential.scopes", s)
+        for n, spec in cfg.actions.items()
+        for s in spec.credential.scopes
+    ]
+    for key, scope in scopes:
+        if not _SCOPE_TOKEN.fullmatch(scope):
+            problems.append(f"{source}: key {key}: {scope[:40]!r} is not one scope token")
+    return problems
+
+
 def parse_config(data: bytes | str, source: str = "<config>") -> Config:
     """Decode TOML text into a ``Config``; raise ``ConfigError`` naming file, key and problem.
 
@@ -244,11 +281,7 @@ def parse_config(data: bytes | str, source: str = "<config>") -> Config:
     if cfg.auth0 is not None:
         if not cfg.auth0.domain and not cfg.auth0.issuer:
             problems.append(f"{source}: key auth0: set either domain or issuer")
-        if not 1 <= cfg.auth0.requested_expiry <= 300:
-            problems.append(
-                f"{source}: key auth0.requested_expiry: must be 1..300 seconds "
-                "(Guardian push allows at most 300)"
-            )
+        problems += _auth0_problems(cfg, source)
     if cfg.daemon.max_connections < 1:
         problems.append(f"{source}: key daemon.max_connections: must be at least 1")
     for name, action in cfg.actions.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import ipaddress
 import json
 import re
 import string
@@ -20,9 +19,11 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, urlsplit
 
+from aegisd.auth0.issuer import issuer_from_config
 from aegisd.binding import render_binding_message, template_problems
 from aegisd.config import ActionSpec, CallerRule, Config
 from aegisd.errors import CallerNotAllowed, ConfigError, InvalidParams, UnknownAction
+from aegisd.loopback import is_loopback_host
 
 __all__ = [
     "CompiledAction",
@@ -46,15 +47,6 @@ def _placeholders(template: str) -> list[str]:
         if field_name is not None:
             names.append(field_name)
     return names
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def request_digest(
@@ -258,8 +250,6 @@ def compile_policy(cfg: Config) -> Policy:
             if not any(fnmatch.fnmatchcase(a, pat) for a in cfg.actions):
                 problems.append(f"{where}.actions: {pat!r} matches no defined action")
     if cfg.auth0 is not None:
-        from aegisd.auth0.http import issuer_from_config
-
         try:
             issuer_from_config(cfg.auth0)
         except ConfigError as exc:
