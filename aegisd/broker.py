@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +25,7 @@ import httpx
 import trio
 
 from aegisd import proxy
+from aegisd.auth0.rar import guardian_details
 from aegisd.auth0.tokens import Approval, CibaStart, Credential, token_fingerprint
 from aegisd.config import CallerRule, CredentialSpec
 from aegisd.errors import (
@@ -64,6 +65,7 @@ class Approver(Protocol):
         binding_message: str,
         authorization_details: list[dict[str, object]] | None = None,
         offline_access: bool = False,
+        scopes: Sequence[str] = (),
     ) -> CibaStart: ...
 
     async def wait_approval(self, start: CibaStart) -> Approval: ...
@@ -312,7 +314,7 @@ class Broker:
             pa.waiters += 1
             try:
                 if launcher:
-                    await self._launch(pa, ctx.rule, action, params, base)
+                    await self._launch(pa, ctx.rule, action, params, base, ctx.peer)
                 else:
                     await self._record("coalesced", **base, pending_id=pa.pending_id)
                     await pa.started.wait()
@@ -395,26 +397,32 @@ class Broker:
         action: CompiledAction,
         params: dict[str, str],
         base: dict[str, object],
+        peer: PeerIdentity,
     ) -> None:
         """Send the push; on success hand the approval to a poller in the broker's nursery."""
         assert self._approver is not None and self._nursery is not None
         details: list[dict[str, object]] | None = None
         if self._rar:
-            details = [
-                {
-                    "type": "urn:auth0:schemas:authorization-details:v1:aegis",
-                    "instruction": pa.binding_message,
-                    "action": action.name,
-                    "caller": rule.name,
-                    "params": params,
-                }
-            ]
+            details = guardian_details(
+                action=action.name,
+                binding_message=pa.binding_message,
+                caller=rule.name,
+                exe=peer.exe,
+                pid=peer.pid,
+                params=params,
+            )
         try:
             start = await self._approver.start_approval(
                 binding_message=pa.binding_message,
                 authorization_details=details,
                 # a refresh token lets Token Vault use its documented refresh-token exchange
                 offline_access=self._offline and action.spec.credential.kind == "token_vault",
+                # API permissions the handed-out CIBA token must carry (Guardian shows them)
+                scopes=(
+                    action.spec.credential.scopes
+                    if action.spec.credential.kind == "ciba_token"
+                    else ()
+                ),
             )
         except BaseException as exc:
             self._by_digest.pop(pa.digest, None)
@@ -512,6 +520,7 @@ class Broker:
                 kind=cred.kind,
                 connection=cred.connection,
                 path=cred.path,
+                refresh_token=cred.refresh_token_revocation,  # None: no refresh token minted
                 fingerprint=cred.fingerprint,
                 expires_at=cred.expires_at,
             )

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, urlsplit
 
-from aegisd.auth0.issuer import issuer_from_config
+from aegisd.auth0.issuer import issuer_from_config, management_audience
 from aegisd.binding import render_binding_message, template_problems
 from aegisd.config import ActionSpec, CallerRule, Config
 from aegisd.errors import CallerNotAllowed, ConfigError, InvalidParams, UnknownAction
@@ -252,6 +252,8 @@ def compile_policy(cfg: Config) -> Policy:
     if cfg.auth0 is not None:
         try:
             issuer_from_config(cfg.auth0)
+            if cfg.auth0.management is not None:
+                management_audience(cfg.auth0)  # a custom domain needs auth0.tenant_domain
         except ConfigError as exc:
             problems.append(f"{src}: key {exc.message}")
     compiled: dict[str, CompiledAction] = {}

@@ -306,6 +306,7 @@ class Auth0Http:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         identity: ClientIdentity | None = None,
+        empty_ok: bool = False,
     ) -> Reply:
         """One call with aegisd's HTTP discipline; returns any answer that is a JSON object.
 
@@ -322,6 +323,8 @@ class Auth0Http:
             params: query parameters.
             headers: extra headers (e.g. a Management API bearer token).
             identity: when given, client authentication is added to ``form``/headers.
+            empty_ok: an empty 2xx body is a valid answer (``/oauth/revoke`` answers 200 with
+                none, RFC 7009 §2.2); it becomes an empty ``body``.
 
         Returns:
             The reply: any status below 500 (and a 429 with ``on_429="return"``).
@@ -417,6 +420,8 @@ class Auth0Http:
                     await trio.sleep(self._backoff(attempt))
                     continue
                 raise self._fail(Auth0Unreachable(f"{what}: Auth0 answered HTTP {status}"))
+            if empty_ok and status < 300 and not raw.strip():
+                return Reply(status, {}, None)
             try:
                 decoded: object = msgspec.json.decode(raw)
             except msgspec.DecodeError:
