@@ -520,7 +520,7 @@ class Broker:
                 kind=cred.kind,
                 connection=cred.connection,
                 path=cred.path,
-                refresh_token=cred.refresh_token_revocation,  # None: no refresh token minted
+                revocation=cred.refresh_token_revocation,  # of the refresh token; None: none minted
                 fingerprint=cred.fingerprint,
                 expires_at=cred.expires_at,
             )
