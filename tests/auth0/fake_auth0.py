@@ -109,6 +109,7 @@ class CibaRequest:
     scope: str
     binding_message: str
     audience: str | None
+    details: str | None = None
     decision: Literal["approve", "deny"] | None = None
     decided_at: float | None = None
     last_poll: float | None = None
@@ -160,6 +161,8 @@ class FakeAuth0:
         self.custom_domain: str | None = None  # a host that also serves this tenant
         self.issuer_override: str | None = None  # the issuer as seen through custom_domain
         self.grant_filter: set[str] = set()  # scopes RBAC leaves out of CIBA tokens
+        self.email_channel = False  # the application enables async_approval email
+        self.rar_omits_id_token = False  # Auth0's RAR token-response sample has no id_token
         self.identity_has_token = True
         self.identity_numeric_id = True
         self.mgmt_token_ttl = 86400
@@ -348,7 +351,8 @@ class FakeAuth0:
             return oauth_error(400, "unknown_user_id", "User ID is malformed or unknown")
         assert _BINDING.fullmatch(form["binding_message"]), form["binding_message"]
         expiry = int(form.get("requested_expiry", "300"))
-        assert 1 <= expiry <= 300
+        # 301..259200 selects the email channel, when the application enables it (§11)
+        assert 1 <= expiry <= (259200 if self.email_channel else 300)
         req = CibaRequest(
             auth_req_id=secrets.token_urlsafe(48),
             created=trio.current_time(),
@@ -357,6 +361,7 @@ class FakeAuth0:
             scope=form["scope"],
             binding_message=form["binding_message"],
             audience=form.get("audience"),
+            details=form.get("authorization_details"),
         )
         if self.auto_decision:
             req.decision = self.auto_decision
@@ -465,6 +470,10 @@ class FakeAuth0:
             "scope": self._granted(req.scope),
             "token_type": "Bearer",
         }
+        if req.details is not None:
+            body["authorization_details"] = json.loads(req.details)
+            if self.rar_omits_id_token:
+                del body["id_token"]
         if "offline_access" in req.scope.split():
             rt = "rt-" + secrets.token_urlsafe(16)
             self.refresh_tokens.add(rt)
