@@ -114,6 +114,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self.policy: Policy = compile_policy(config)
+        for warning in self.policy.warnings:
+            log.warning("policy: %s", warning)
         self.version = daemon_version()
         self.handshake_timeout = config.daemon.handshake_timeout
         self.idle_timeout = config.daemon.idle_timeout
@@ -419,6 +421,8 @@ class Daemon:
         await self.record(
             "reloaded", actions=len(new_policy.actions), changed=changed, forgotten=forgotten
         )
+        for warning in new_policy.warnings:
+            log.warning("policy: %s", warning)
         log.info("policy reloaded: %d actions", len(new_policy.actions))
         return True
 
