@@ -49,6 +49,7 @@ class Host(Protocol):
     handshake_timeout: float
     idle_timeout: float
     stopping: bool
+    policy_generation: int
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
@@ -59,6 +60,10 @@ class Host(Protocol):
     async def inspect(
         self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
     ) -> wire.DaemonMessage: ...
+
+    async def policy_changed(self, seen: int) -> int:
+        """Return the policy generation once it is no longer ``seen``."""
+        ...
 
 
 class _Closed(Exception):
@@ -136,6 +141,7 @@ class Connection:
                                 exe=self.peer.exe,
                                 caller=self.rule.name if self.rule else None,
                             ),
+                            policy_generation=self.host.policy_generation,
                         )
                     )
             except trio.TooSlowError:
@@ -194,7 +200,7 @@ class Connection:
             if isinstance(msg, wire.Hello):
                 await self._try_send(wire.Error(code="bad_request", message="second Hello"))
                 raise _Closed("bad_request")
-            if isinstance(msg, wire.Authorize | wire.Proxy):
+            if isinstance(msg, wire.Authorize | wire.Proxy | wire.Watch):
                 if self.host.stopping:
                     stop = ShuttingDown()
                     await self.send(wire.Error(id=msg.id, code=stop.code, message=stop.message))
@@ -217,7 +223,10 @@ class Connection:
                     continue
                 scope = trio.CancelScope()
                 self._inflight[msg.id] = scope
-                nursery.start_soon(self._request, msg, scope)
+                if isinstance(msg, wire.Watch):
+                    nursery.start_soon(self._watch, msg.id, scope)
+                else:
+                    nursery.start_soon(self._request, msg, scope)
             elif isinstance(msg, wire.Cancel):
                 target = self._inflight.get(msg.id)
                 if target is not None:
@@ -260,6 +269,24 @@ class Connection:
         finally:
             self._inflight.pop(msg.id, None)
             self._cancel_reason.pop(msg.id, None)
+
+    async def _watch(self, req_id: int, scope: trio.CancelScope) -> None:
+        """One ``PolicyChanged`` now and one per reload, until cancelled or shutdown."""
+        try:
+            with scope:
+                seen = self.host.policy_generation
+                await self.send(wire.PolicyChanged(id=req_id, generation=seen))
+                while True:
+                    seen = await self.host.policy_changed(seen)
+                    await self.send(wire.PolicyChanged(id=req_id, generation=seen))
+            error = self._cancel_reason.get(req_id)
+            if error is not None:
+                await self.send(wire.Error(id=req_id, code=error.code, message=error.message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
+        finally:
+            self._inflight.pop(req_id, None)
+            self._cancel_reason.pop(req_id, None)
 
     def shutdown(self) -> None:
         """Daemon stopping: every in-flight request ends with ``shutting_down``."""

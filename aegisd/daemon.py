@@ -16,11 +16,11 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
 import httpx
+import msgspec
 import trio
 
 from aegisd import wire
@@ -30,10 +30,18 @@ from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config, load_config
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, ConfigError, Internal, PeerRejected, RateLimited
-from aegisd.peer import ExeHasher, PeerIdentity, match_caller, read_peer, uid_allowed
+from aegisd.peer import (
+    ExeHasher,
+    PeerIdentity,
+    explain_no_match,
+    match_caller,
+    read_peer,
+    uid_allowed,
+)
 from aegisd.policy import Policy, compile_policy
-from aegisd.secrets import SecretStore, open_secret_store
+from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
 from aegisd.server import Listener, notify, open_listener
+from aegisd.version import installed_version
 
 __all__ = ["Daemon", "daemon_version"]
 
@@ -41,10 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def daemon_version() -> str:
-    try:
-        return version("aegis")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0+unknown"
+    return installed_version()
 
 
 class _AuditRecorder:
@@ -138,7 +143,11 @@ class Daemon:
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
         self.stopping = False
+        self.missing_secrets: list[str] = []
         self._cancel: trio.CancelScope | None = None
+        # bumped by every successful reload; Watch requests wait on the event
+        self.policy_generation = 0
+        self._policy_swapped = trio.Event()
 
     # ---- running -------------------------------------------------------------------------
 
@@ -183,6 +192,7 @@ class Daemon:
                     offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
                 )
                 self._auth0_state = getattr(approver, "state", None)
+                self.missing_secrets = await self._missing_secrets()
                 await self.record(
                     "start",
                     pid=os.getpid(),
@@ -206,6 +216,35 @@ class Daemon:
                 self.listener.close()
                 await self.record("stop", pid=os.getpid())
                 self.audit.close()
+
+    async def _missing_secrets(self) -> list[str]:
+        """Warn at start about secrets the config needs and the backend lacks.
+
+        Not a failure: inspection (status, pending, audit) must still work, and the operator
+        may add the secret while the daemon runs (the keyring is read at each use).
+        """
+        needed = needed_secrets(self.config)
+        if not needed:
+            return []
+        try:
+            store = self._secrets or open_secret_store(self.config.secrets)
+            missing = [name for name in needed if not await store.present(name)]
+        except AegisError as exc:
+            log.warning("secret store unavailable (%s): approvals will fail", exc.message)
+            return list(needed)
+        for name in missing:
+            fix = (
+                f"set {env_var_name(name)} in aegisd's environment"
+                if self.config.secrets.backend == "env"
+                else f"run `aegisctl secrets set {name}`"
+            )
+            log.warning(
+                "secret %s is missing from the %s backend: approvals will fail until you %s",
+                name,
+                self.config.secrets.backend,
+                fix,
+            )
+        return missing
 
     def _build_approver(self, http: httpx.AsyncClient) -> Approver:
         from aegisd.auth0.client import Auth0Client
@@ -292,6 +331,13 @@ class Daemon:
             await self.record(
                 "peer_rejected", pid=peer.pid, uid=peer.uid, exe=peer.exe, reason="uid not allowed"
             )
+            log.info(
+                "pid %d rejected: uid %d is not allowed (exe %s, argv %r)",
+                peer.pid,
+                peer.uid,
+                peer.exe or "?",
+                " ".join(peer.argv)[:200],
+            )
             raise PeerRejected()
         digest = None
         if self._needs_hash:
@@ -299,6 +345,10 @@ class Daemon:
             if digest is None:
                 digest = await trio.to_thread.run_sync(self._hasher.digest, peer)
         rule = match_caller(peer, self.policy.callers, digest)
+        if rule is None:
+            # info, not debug: a caller rule that misses the real interpreter is the most
+            # likely first failure, and the operator needs to see what aegisd saw
+            log.info("pid %d: %s", peer.pid, explain_no_match(peer, self.policy.callers))
         return peer, rule
 
     async def inspect(
@@ -311,7 +361,12 @@ class Daemon:
                 return wire.PendingList(id=req_id, pending=self.broker.pending())
             case wire.CancelPending(id=req_id, pending_id=pid):
                 if not self.broker.cancel_pending(pid):
-                    return wire.Error(id=req_id, code="bad_request", message="no such pending id")
+                    return wire.Error(
+                        id=req_id,
+                        code="not_found",
+                        message=f"no pending approval {pid[:64]!r} (answered, expired or "
+                        "cancelled? `aegisctl pending` lists them)",
+                    )
                 await self.record("operator_cancel", pid=peer.pid, pending_id=pid)
                 return wire.Locked(id=req_id, cancelled=1, forgotten=0)
             case wire.Lock(id=req_id):
@@ -328,7 +383,7 @@ class Daemon:
                         reason="no caller rule matches",
                         request="list_actions",
                     )
-                    raise PeerRejected()
+                    raise PeerRejected(explain_no_match(peer, self.policy.callers))
                 return wire.Actions(
                     id=req_id,
                     actions=[
@@ -339,6 +394,13 @@ class Daemon:
                             delivery=a.spec.delivery,
                             params_schema=a.params_schema(),
                             body=bool(a.spec.request and a.spec.request.body),
+                            method=a.spec.request.method if a.spec.request else "",
+                            title=a.spec.title,
+                            annotations={
+                                k: v
+                                for k, v in msgspec.structs.asdict(a.spec.annotations).items()
+                                if v is not None
+                            },
                         )
                         for a in self.policy.actions_for(rule)
                     ],
@@ -347,14 +409,18 @@ class Daemon:
 
     async def _status(self, req_id: int) -> wire.StatusReport:
         verified = await self._verify_cached()
-        auth0: dict[str, str] = {}
+        typed: dict[str, str | int | float | bool | None] = {}
         if callable(self._auth0_state):
             try:
-                auth0 = {str(k): str(v) for k, v in self._auth0_state().items()}
+                typed = {
+                    str(k): v if v is None or isinstance(v, str | int | float | bool) else str(v)
+                    for k, v in self._auth0_state().items()
+                }
             except Exception:  # status must answer even if the Auth0 client misbehaves
-                auth0 = {"state": "unknown"}
+                typed = {"state": "unknown"}
         elif self.config.auth0 is None:
-            auth0 = {"state": "not configured"}
+            typed = {"state": "not configured"}
+        auth0 = {k: str(v) for k, v in typed.items()}
         return wire.StatusReport(
             id=req_id,
             daemon_version=self.version,
@@ -379,6 +445,9 @@ class Daemon:
             auth0=auth0,
             actions=len(self.policy.actions),
             callers=len(self.policy.callers),
+            policy_generation=self.policy_generation,
+            auth0_state=typed,
+            missing_secrets=self.missing_secrets,
         )
 
     async def _verify_cached(self) -> VerifyResult:
@@ -392,6 +461,12 @@ class Daemon:
             result = await trio.to_thread.run_sync(verify_files, self.audit.path)
             self._audit_cache = (trio.current_time(), result)
         return result
+
+    async def policy_changed(self, seen: int) -> int:
+        """The policy generation, once it differs from ``seen`` (``Watch`` requests)."""
+        while self.policy_generation == seen:
+            await self._policy_swapped.wait()
+        return self.policy_generation
 
     # ---- reload --------------------------------------------------------------------------
 
@@ -418,8 +493,15 @@ class Daemon:
             if conn.peer is not None:  # re-match rules so a removed caller loses access now
                 digest = self._hasher.cached(conn.peer)
                 conn.rule = match_caller(conn.peer, new_policy.callers, digest)
+        self.policy_generation += 1
+        self._policy_swapped.set()
+        self._policy_swapped = trio.Event()
         await self.record(
-            "reloaded", actions=len(new_policy.actions), changed=changed, forgotten=forgotten
+            "reloaded",
+            actions=len(new_policy.actions),
+            changed=changed,
+            forgotten=forgotten,
+            generation=self.policy_generation,
         )
         for warning in new_policy.warnings:
             log.warning("policy: %s", warning)

@@ -319,3 +319,36 @@ def match_caller(
             continue
         return rule
     return None
+
+
+def explain_no_match(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str:
+    """Why no caller rule matched ``peer``: what aegisd saw and each rule's first failing test.
+
+    For the rejected caller's error and the daemon's log. It names rules and conditions, not
+    their patterns (in separated mode the caller cannot read the policy file), and shows the
+    peer only what it is anyway (its own executable and command line).
+    """
+    cmdline = " ".join(peer.argv)
+    shown = cmdline if len(cmdline) <= 200 else cmdline[:197] + "..."
+    saw = f"aegisd saw exe {peer.exe or '?'} and argv {shown!r}"
+    if not rules:
+        return f"no [[callers]] rules are configured ({saw})"
+    reasons: list[str] = []
+    for rule in rules[:_EXPLAINED_RULES]:
+        if rule.uids and peer.uid not in rule.uids:
+            why = f"uid {peer.uid} is not listed"
+        elif rule.exe and not _exe_matches(peer, rule.exe):
+            why = "exe does not match"
+        elif rule.argv and not any(fnmatch.fnmatchcase(cmdline, p) for p in rule.argv):
+            why = "argv does not match"
+        elif rule.sha256:
+            why = "the executable's sha256 matches no pin"
+        else:  # pragma: no cover - such a rule would have matched
+            why = "matches"
+        reasons.append(f"{rule.name!r}: {why}")
+    if len(rules) > _EXPLAINED_RULES:
+        reasons.append(f"and {len(rules) - _EXPLAINED_RULES} more rule(s)")
+    return f"no [[callers]] rule matches this process ({saw}; " + "; ".join(reasons) + ")"
+
+
+_EXPLAINED_RULES: Final = 10  # the message stays one readable line (and far below a frame)

@@ -42,10 +42,12 @@ __all__ = [
     "Pending",
     "PendingInfo",
     "PendingList",
+    "PolicyChanged",
     "Proxy",
     "ProxyResponse",
     "Status",
     "StatusReport",
+    "Watch",
     "Welcome",
     "decode_client",
     "decode_daemon",
@@ -112,6 +114,13 @@ class Status(_Msg, tag="status", frozen=True, kw_only=True):
     id: int
 
 
+class Watch(_Msg, tag="watch", frozen=True, kw_only=True):
+    """Follow the policy: answered by a ``PolicyChanged`` now and after every reload, until
+    ``Cancel{id}`` or the connection ends (no idle timeout while it runs)."""
+
+    id: int
+
+
 class ListPending(_Msg, tag="list_pending", frozen=True, kw_only=True):
     id: int
 
@@ -130,7 +139,16 @@ class Lock(_Msg, tag="lock", frozen=True, kw_only=True):
 
 
 ClientMessage = (
-    Hello | Authorize | Proxy | Cancel | ListActions | Status | ListPending | CancelPending | Lock
+    Hello
+    | Authorize
+    | Proxy
+    | Cancel
+    | ListActions
+    | Status
+    | ListPending
+    | CancelPending
+    | Lock
+    | Watch
 )
 
 
@@ -148,6 +166,7 @@ class Welcome(_Msg, tag="welcome", frozen=True, kw_only=True):
     protocol: str
     daemon_version: str
     peer: PeerInfo
+    policy_generation: int = 0
 
 
 class Pending(_Msg, tag="pending", frozen=True, kw_only=True):
@@ -199,6 +218,18 @@ class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
     delivery: str = "proxy"
     params_schema: dict[str, object] = {}
     body: bool = False
+    method: str = ""  # the proxy request's HTTP method ("" for token delivery)
+    title: str = ""
+    # the policy's own hints (read_only, destructive, idempotent, open_world); the shim
+    # derives the rest from method and approval
+    annotations: dict[str, bool] = {}
+
+
+class PolicyChanged(_Msg, tag="policy_changed", frozen=True, kw_only=True):
+    """Answer to ``Watch``: the policy now in force is number ``generation`` (0 at start)."""
+
+    id: int
+    generation: int
 
 
 class Actions(_Msg, tag="actions", frozen=True, kw_only=True):
@@ -245,6 +276,11 @@ class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     auth0: dict[str, str] = {}
     actions: int = 0
     callers: int = 0
+    policy_generation: int = 0
+    # the same Auth0 state as ``auth0`` with each value's own type ("jwks_keys": 0, not "0")
+    auth0_state: dict[str, str | int | float | bool | None] = {}
+    # secrets the config needs that the backend lacked when the daemon started (names only)
+    missing_secrets: list[str] = []
 
 
 DaemonMessage = (
@@ -257,6 +293,7 @@ DaemonMessage = (
     | PendingList
     | Locked
     | StatusReport
+    | PolicyChanged
 )
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
