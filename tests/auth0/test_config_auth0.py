@@ -45,7 +45,7 @@ def test_scopes_must_be_single_scope_tokens() -> None:
     text += '[actions.x]\napproval = "ciba"\nbinding_message = "Do x"\ndelivery = "token"\n'
     text += 'credential = { kind = "ciba_token", scopes = ["ok", "bad\\"quote"] }\n'
     problems = _problems(text)
-    assert "auth0.scopes: 'two words'" in problems
+    assert "auth0.scopes[1]: 'two words'" in problems
     assert "actions.x.credential.scopes" in problems
 
 
