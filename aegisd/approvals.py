@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 import trio
 
+from aegisd.auth0.rar import guardian_details
 from aegisd.auth0.tokens import Approval, CibaStart, Credential
 from aegisd.config import CredentialSpec
 from aegisd.errors import (
@@ -44,6 +45,7 @@ from aegisd.errors import (
     ShuttingDown,
 )
 from aegisd.limits import PendingCaps, SlidingWindow
+from aegisd.peer import PeerIdentity
 from aegisd.policy import CompiledAction, Policy
 from aegisd.wire import DaemonMessage, Pending, PendingInfo
 
@@ -66,6 +68,7 @@ class Approver(Protocol):
         binding_message: str,
         authorization_details: list[dict[str, object]] | None = None,
         offline_access: bool = False,
+        scopes: Sequence[str] = (),
     ) -> CibaStart: ...
 
     async def wait_approval(self, start: CibaStart) -> Approval: ...
@@ -93,6 +96,7 @@ class ApprovalRequest:
     base: dict[str, object]
     send: Callable[[DaemonMessage], Awaitable[None]]
     max_wait: float | None = None
+    peer: PeerIdentity | None = None  # who asks: named on the phone with RAR (rar.py)
 
 
 @dataclass(eq=False)
@@ -372,21 +376,23 @@ class Approvals:
         assert self._approver is not None and self._nursery is not None
         details: list[dict[str, object]] | None = None
         if self._rar:
-            details = [
-                {
-                    "type": "urn:auth0:schemas:authorization-details:v1:aegis",
-                    "instruction": pa.binding_message,
-                    "action": req.action.name,
-                    "caller": req.caller,
-                    "params": req.params,
-                }
-            ]
+            details = guardian_details(
+                action=req.action.name,
+                binding_message=pa.binding_message,
+                caller=req.caller,
+                exe=req.peer.exe if req.peer is not None else "",
+                pid=req.peer.pid if req.peer is not None else 0,
+                params=req.params,
+            )
+        credential = req.action.spec.credential
         try:
             start = await self._approver.start_approval(
                 binding_message=pa.binding_message,
                 authorization_details=details,
                 # a refresh token lets Token Vault use its documented refresh-token exchange
-                offline_access=self._offline and req.action.spec.credential.kind == "token_vault",
+                offline_access=self._offline and credential.kind == "token_vault",
+                # API permissions the handed-out CIBA token must carry (Guardian shows them)
+                scopes=credential.scopes if credential.kind == "ciba_token" else (),
             )
         except BaseException as exc:
             self._forget(pa)

@@ -213,6 +213,7 @@ class Broker:
                     base=base,
                     send=ctx.send,
                     max_wait=msg.max_wait,
+                    peer=ctx.peer,
                 )
                 approval = await self._approve(req, ctx.rule)
                 epoch = self.approvals.epoch  # read with the claim: no await in between
@@ -305,6 +306,7 @@ class Broker:
                 path=cred.path,
                 fingerprint=cred.fingerprint,
                 expires_at=cred.expires_at,
+                revocation=cred.refresh_token_revocation,  # of the refresh token; None: none
             )
             if spec.delivery == "token":
                 grant = Grant(

@@ -122,7 +122,10 @@ class Auth0Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     signing_alg: Literal["RS256", "PS256"] = "RS256"
     user_id: str
     audience: str | None = None
+    tenant_domain: str | None = None  # canonical *.auth0.com host behind a custom domain
+    scopes: list[str] = []  # added to openid on every CIBA request (API permissions)
     requested_expiry: int = 120
+    email_channel: bool = False  # allows requested_expiry up to 259200 (Auth0's email channel)
     authorization_details: bool = False
     http_timeout: float = 10.0
     id_token_leeway: float = 30.0
@@ -153,6 +156,7 @@ class CredentialSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
         default_factory=lambda: ["token_vault", "management"]
     )
     login_hint: str | None = None
+    scopes: list[str] = []  # ciba_token: added to the CIBA scope; token_vault: Token Vault scope
 
 
 class RequestTemplate(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -219,6 +223,9 @@ def max_socket_path_length() -> int:
     return 107 if sys.platform.startswith("linux") else 103
 
 
+_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}")  # RFC 6749 §3.3
+
+
 def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Problem]:
     """What the types allow but the daemon would refuse (or misuse) later."""
     found: list[Problem] = []
@@ -237,12 +244,28 @@ def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Proble
     if cfg.auth0 is not None:
         if not cfg.auth0.domain and not cfg.auth0.issuer:
             add(("auth0",), "set either domain or issuer", "domain or issuer")
-        if not 1 <= cfg.auth0.requested_expiry <= 300:
+        a0 = cfg.auth0
+        longest = 259200 if a0.email_channel else 300
+        if not 1 <= a0.requested_expiry <= longest:
             add(
                 ("auth0", "requested_expiry"),
-                "must be 1..300 seconds (Guardian push allows at most 300)",
-                "an integer from 1 to 300",
+                f"must be 1..{longest} seconds "
+                + (
+                    "(Auth0's email channel allows at most 72 h)"
+                    if a0.email_channel
+                    else "(Guardian push allows at most 300; above needs auth0.email_channel)"
+                ),
+                f"an integer from 1 to {longest}",
             )
+        if a0.authorization_details and not a0.audience:
+            add(
+                ("auth0", "authorization_details"),
+                "needs auth0.audience (RAR types are registered on an API)",
+                "auth0.audience set",
+            )
+        for i, scope in enumerate(a0.scopes):
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                add(("auth0", "scopes", i), f"{scope[:40]!r} is not one scope token", "a scope")
     if cfg.daemon.max_connections < 1:
         add(("daemon", "max_connections"), "must be at least 1", "an integer >= 1")
     for key, value in (("socket", cfg.daemon.socket), ("audit_log", cfg.daemon.audit_log)):
@@ -263,6 +286,13 @@ def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Proble
                 f"a path of at most {max_socket_path_length()} bytes",
             )
     for name, action in cfg.actions.items():
+        for i, scope in enumerate(action.credential.scopes):
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                add(
+                    ("actions", name, "credential", "scopes", i),
+                    f"{scope[:40]!r} is not one scope token",
+                    "a scope (RFC 6749 §3.3)",
+                )
         for pname, pattern in action.params.items():
             try:
                 re.compile(pattern)

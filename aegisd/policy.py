@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import ipaddress
 import json
 import re
 import string
@@ -23,11 +22,13 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
 
+from aegisd.auth0.issuer import issuer_from_config, management_audience
 from aegisd.binding import render_binding_message, template_problems, template_warnings
 from aegisd.config import ActionSpec, CallerRule, Config
 from aegisd.errors import CallerNotAllowed, ConfigError, InvalidParams, UnknownAction
 from aegisd.frame_budget import frame_problems
 from aegisd.host_schema import param_schema, portability_problems, tool_name_collisions
+from aegisd.loopback import is_loopback_host
 
 __all__ = [
     "CompiledAction",
@@ -81,15 +82,6 @@ def _is_dot_segment(value: str) -> bool:
             return False
         value = decoded
     return True  # still changing after that many rounds: no honest value does that
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def request_digest(
@@ -357,10 +349,10 @@ def compile_policy(cfg: Config) -> Policy:
             if not any(fnmatch.fnmatchcase(a, pat) for a in cfg.actions):
                 problems.append(f"{where}.actions: {pat!r} matches no defined action")
     if cfg.auth0 is not None:
-        from aegisd.auth0.http import issuer_from_config
-
         try:
             issuer_from_config(cfg.auth0)
+            if cfg.auth0.management is not None:
+                management_audience(cfg.auth0)  # a custom domain needs auth0.tenant_domain
         except ConfigError as exc:
             problems.append(f"{src}: key {exc.message}")
     compiled: dict[str, CompiledAction] = {}

@@ -21,11 +21,13 @@ from click.testing import CliRunner
 
 from aegisd.auth0.deploy import (
     ACTION_NAME,
+    MANAGED_SECRETS,
     ActionDeployer,
     ActionSecrets,
     Call,
     ManagementTarget,
     action_code,
+    default_action_domain,
     management_target,
     plan_calls,
     render_plan,
@@ -43,7 +45,22 @@ TOKEN = "mgmt-token-eyJhbGciOiJSUzI1NiJ9"
 ALL_SECRETS = (DEPLOYER_SECRET, ACTION_APP_SECRET, TOKEN)
 
 TARGET = ManagementTarget(base_url=BASE, audience=f"{BASE}/api/v2/", client_id=DEPLOYER_ID)
-SECRETS = ActionSecrets(domain=DOMAIN, client_id=ACTION_APP_ID, client_secret=ACTION_APP_SECRET)
+PRIMARY = "auth0|approver"
+SECRETS = ActionSecrets(
+    domain=DOMAIN,
+    client_id=ACTION_APP_ID,
+    client_secret=ACTION_APP_SECRET,
+    primary_user_id=PRIMARY,
+    link_connections=("email", "corp-sso"),
+)
+EXPECTED_SECRETS = [
+    {"name": "DOMAIN", "value": DOMAIN},
+    {"name": "CLIENT_ID", "value": ACTION_APP_ID},
+    {"name": "CLIENT_SECRET", "value": ACTION_APP_SECRET},
+    {"name": "PRIMARY_USER_ID", "value": PRIMARY},
+    {"name": "LINK_CONNECTIONS", "value": "email,corp-sso"},
+    {"name": "LINK_MODE", "value": "verified_email"},
+]
 CODE = "exports.onExecutePostLogin = async (event, api) => {};\n"
 
 
@@ -306,11 +323,7 @@ async def test_creates_builds_deploys_and_binds_first_keeping_existing_bindings(
     assert action["code"] == CODE
     assert action["runtime"] == "node22"
     assert action["supported_triggers"] == [{"id": "post-login", "version": "v3"}]
-    assert action["secrets"] == [
-        {"name": "DOMAIN", "value": DOMAIN},
-        {"name": "CLIENT_ID", "value": ACTION_APP_ID},
-        {"name": "CLIENT_SECRET", "value": ACTION_APP_SECRET},
-    ]
+    assert action["secrets"] == EXPECTED_SECRETS
     assert action["deployed"] is True
     # The PATCH replaced the list: ours first, the others kept in their order.
     assert _binding_ids(api) == [result.action_id, other1, other2]
@@ -342,6 +355,52 @@ async def test_updates_an_existing_action_and_does_not_duplicate_its_binding(
     assert api.actions[ours]["version"] == 2
     assert api.calls("PATCH", "/api/v2/actions/triggers") == []
     assert api.bindings == before
+
+
+async def test_an_action_holding_secrets_it_does_not_manage_is_refused_before_any_change(
+    api: FakeManagementApi, lines: list[str], autojump_clock: trio.abc.Clock
+) -> None:
+    ours = api.add_action(ACTION_NAME)
+    # the allow-list the old docs said to add in the Dashboard, and one of the tenant's own
+    api.actions[ours]["secrets"] = [
+        {"name": "LINK_CONNECTIONS", "value": "email"},
+        {"name": "SLACK_WEBHOOK", "value": "https://hooks.example/x"},
+    ]
+
+    with pytest.raises(ConfigError, match="SLACK_WEBHOOK") as exc_info:
+        await _deploy(api, lines)
+
+    assert "would delete them" in exc_info.value.message
+    assert "https://hooks.example/x" not in exc_info.value.message
+    assert api.calls("PATCH") == [] and api.calls("POST", "/api/v2/actions/actions/") == []
+    assert api.actions[ours]["code"] == "old code"
+
+
+async def test_a_redeploy_sends_every_managed_secret_again(
+    api: FakeManagementApi, lines: list[str], autojump_clock: trio.abc.Clock
+) -> None:
+    ours = api.add_action(ACTION_NAME)
+    api.actions[ours]["secrets"] = [{"name": n, "value": "old"} for n in MANAGED_SECRETS]
+
+    await _deploy(api, lines)
+
+    assert api.actions[ours]["secrets"] == EXPECTED_SECRETS  # the PATCH replaced them all
+
+
+def test_reauthenticate_mode_needs_an_https_page_and_a_session_secret() -> None:
+    with pytest.raises(ConfigError, match="reauthenticate"):
+        ActionSecrets(domain=DOMAIN, client_id="c", client_secret="s", link_mode="reauthenticate")
+    full = ActionSecrets(
+        domain=DOMAIN,
+        client_id="c",
+        client_secret="s",
+        link_mode="reauthenticate",
+        link_redirect_url="https://link.example/start",
+        link_session_secret="shh-0123456789",
+    )
+    names = [s["name"] for s in full.as_list()]
+    assert names[-3:] == ["LINK_MODE", "LINK_REDIRECT_URL", "LINK_SESSION_SECRET"]
+    assert "shh-0123456789" not in repr(full)
 
 
 async def test_update_of_an_unbound_action_adds_one_binding(
@@ -576,6 +635,7 @@ def test_plan_lists_every_call_with_secrets_redacted() -> None:
         ["POST", "/oauth/token"],
         ["GET", f"/api/v2/actions/actions?actionName={ACTION_NAME}"],
         ["POST", "/api/v2/actions/actions"],
+        ["GET", "/api/v2/actions/actions/<action-id>"],
         ["PATCH", "/api/v2/actions/actions/<action-id>"],
         ["GET", "/api/v2/actions/actions/<action-id>"],
         ["POST", "/api/v2/actions/actions/<action-id>/deploy"],
@@ -584,6 +644,7 @@ def test_plan_lists_every_call_with_secrets_redacted() -> None:
     ]
     assert '"client_secret":"<redacted>"' in text
     assert '{"name":"CLIENT_SECRET","value":"<redacted>"}' in text
+    assert '{"name":"LINK_SESSION_SECRET","value":"<redacted>"}' in text
     assert '"runtime":"node22"' in text
     assert "onExecutePostLogin" not in text  # code shown by size and digest only
 
@@ -613,6 +674,26 @@ def test_the_shipped_action_is_plain_commonjs_within_auth0_limits() -> None:
 
 def _cfg(extra: str = "", auth0: str = f'domain = "{DOMAIN}"') -> str:
     return f'[auth0]\n{auth0}\nclient_id = "aegis-app"\nuser_id = "auth0|approver"\n{extra}'
+
+
+def test_management_target_behind_a_custom_domain_keeps_the_canonical_audience() -> None:
+    cfg = parse_config(
+        _cfg(
+            f'[auth0.management]\nclient_id = "{DEPLOYER_ID}"\n',
+            auth0=f'domain = "login.example.org"\ntenant_domain = "{DOMAIN}"',
+        )
+    )
+    target = management_target(cfg)
+    assert target.base_url == "https://login.example.org"
+    assert target.audience == f"https://{DOMAIN}/api/v2/"
+    assert default_action_domain(cfg) == DOMAIN  # the Action's DOMAIN secret
+    bare = parse_config(
+        _cfg('[auth0.management]\nclient_id = "x"\n', auth0='domain = "login.example.org"'),
+        "aegisd.toml",
+    )
+    with pytest.raises(ConfigError, match="tenant_domain"):
+        management_target(bare)
+    assert default_action_domain(bare) is None
 
 
 def test_management_target_from_config() -> None:
@@ -708,7 +789,10 @@ def test_cli_deploys_with_the_management_app_by_default(
         {"name": "DOMAIN", "value": DOMAIN},
         {"name": "CLIENT_ID", "value": DEPLOYER_ID},
         {"name": "CLIENT_SECRET", "value": DEPLOYER_SECRET},
+        {"name": "PRIMARY_USER_ID", "value": "auth0|approver"},  # [auth0] user_id
+        {"name": "LINK_MODE", "value": "verified_email"},
     ]
+    assert "link nothing (fail closed)" in result.output  # no --link-connections given
     _assert_no_secret(result.output)
 
 
@@ -723,11 +807,35 @@ def test_cli_reads_another_apps_secret_from_stdin_not_argv(
 
     assert result.exit_code == 0, result.output
     (action,) = tenant.actions.values()
-    assert action["secrets"][1:] == [
+    assert action["secrets"][1:3] == [
         {"name": "CLIENT_ID", "value": ACTION_APP_ID},
         {"name": "CLIENT_SECRET", "value": ACTION_APP_SECRET},
     ]
     _assert_no_secret(result.output)
+
+
+def test_cli_sets_every_link_option_and_reads_the_session_secret_from_a_file(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch, tenant: FakeManagementApi, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AEGIS_SECRET_MANAGEMENT_CLIENT_SECRET", DEPLOYER_SECRET)
+    secret_file = tmp_path / "link-secret"
+    secret_file.write_text("session-secret-abcdef0123\n")
+    args = ["--config", str(config_file), "auth0", "deploy-action"]
+    args += ["--link-connections", "email, corp-sso", "--primary-user-id", "auth0|other"]
+    args += ["--link-mode", "reauthenticate", "--link-redirect-url", "https://link.example/go"]
+    args += ["--link-session-secret-file", str(secret_file)]
+
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 0, result.output
+    (action,) = tenant.actions.values()
+    values = {s["name"]: s["value"] for s in action["secrets"]}
+    assert values["LINK_CONNECTIONS"] == "email,corp-sso"
+    assert values["PRIMARY_USER_ID"] == "auth0|other"
+    assert values["LINK_MODE"] == "reauthenticate"
+    assert values["LINK_REDIRECT_URL"] == "https://link.example/go"
+    assert values["LINK_SESSION_SECRET"] == "session-secret-abcdef0123"
+    assert "session-secret-abcdef0123" not in result.output
 
 
 def test_cli_without_the_management_secret_fails_before_any_request(

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, final
 
 import trio
@@ -78,7 +78,7 @@ def _token_response(body: dict[str, object]) -> ciba.TokenResponse | None:
     if not isinstance(access_token, str) or not access_token:
         return None
     if not isinstance(id_token, str) or not id_token:
-        return None  # scope always holds openid, so Auth0 must send an ID token
+        id_token = None  # allowed only for a RAR request (checked by the caller)
     if expires_in is None or expires_in <= 0:
         return None
     token_type, scope = body.get("token_type"), body.get("scope")
@@ -130,11 +130,20 @@ class Backchannel:
 
     # ---- start ----------------------------------------------------------------------------
 
+    def _scope(self, offline_access: bool, scopes: Sequence[str]) -> str:
+        """``openid`` first (Auth0 refuses a CIBA request without it), then ``[auth0] scopes``
+        and the action's, then ``offline_access`` when a refresh token is wanted."""
+        wanted = ["openid", *self._cfg.scopes, *scopes]
+        if offline_access:
+            wanted.append("offline_access")
+        return " ".join(dict.fromkeys(wanted))
+
     def _start_form(
         self,
         binding_message: str,
         authorization_details: list[dict[str, object]] | None,
         offline_access: bool,
+        scopes: Sequence[str] = (),
     ) -> dict[str, str]:
         form = {
             # json.dumps escapes what an f-string would not (reference §8 notes the SDK's bug)
@@ -142,20 +151,14 @@ class Backchannel:
                 {"format": "iss_sub", "iss": self._http.issuer, "sub": self._cfg.user_id},
                 separators=(",", ":"),
             ),
-            "scope": "openid offline_access" if offline_access else "openid",
+            "scope": self._scope(offline_access, scopes),
             "binding_message": binding_message,
             "requested_expiry": str(self._cfg.requested_expiry),
         }
         if self._cfg.audience:
             form["audience"] = self._cfg.audience
-        if authorization_details:
-            if self._cfg.authorization_details:
-                form["authorization_details"] = json.dumps(
-                    authorization_details, separators=(",", ":")
-                )
-            else:
-                # RAR types must be registered on the tenant first; the config switch says so
-                log.debug("authorization_details not sent: auth0.authorization_details is off")
+        if authorization_details and self._cfg.authorization_details:
+            form["authorization_details"] = json.dumps(authorization_details, separators=(",", ":"))
         return form
 
     async def start(
@@ -164,6 +167,7 @@ class Backchannel:
         binding_message: str,
         authorization_details: list[dict[str, object]] | None = None,
         offline_access: bool = False,
+        scopes: Sequence[str] = (),
     ) -> CibaStart:
         """Send one ``/bc-authorize`` (the push to the approver's phone).
 
@@ -182,7 +186,7 @@ class Backchannel:
             endpoints = await self._http.endpoints()
         except (Auth0Unreachable, DiscoveryError) as exc:
             raise ApprovalUnavailable(exc.message) from None
-        form = self._start_form(binding_message, authorization_details, offline_access)
+        form = self._start_form(binding_message, authorization_details, offline_access, scopes)
         # Taken before sending, so our deadline is never later than Auth0's (ciba.Started).
         started_at = trio.current_time()
         started_wall = self._now()
@@ -206,7 +210,8 @@ class Backchannel:
         except SecretsUnavailable as exc:
             raise ApprovalUnavailable(exc.message) from None
         if reply.status == 200:
-            return self._parse_start(reply, started_at, started_wall)
+            sent = authorization_details if "authorization_details" in form else None
+            return self._parse_start(reply, started_at, started_wall, sent)
         if 400 <= reply.status < 500:
             raise ApprovalUnavailable(self._start_refusal(reply))
         raise UpstreamError(f"CIBA start: Auth0 answered HTTP {reply.status}")
@@ -222,7 +227,13 @@ class Backchannel:
         self._http.note_error(message)
         return message
 
-    def _parse_start(self, reply: Reply, started_at: float, started_wall: float) -> CibaStart:
+    def _parse_start(
+        self,
+        reply: Reply,
+        started_at: float,
+        started_wall: float,
+        details: list[dict[str, object]] | None,
+    ) -> CibaStart:
         auth_req_id = reply.body.get("auth_req_id")
         expires_in = _number(reply.body.get("expires_in"))
         interval = _number(reply.body.get("interval"))
@@ -242,6 +253,7 @@ class Backchannel:
             interval=effective_interval,
             expires_at=started_wall + expires_in,
             started_at=started_at,
+            authorization_details=details,
         )
         log.info(
             "CIBA request %s started (expires in %.0f s, interval %.0f s)",
@@ -344,7 +356,8 @@ class Backchannel:
             return ciba.Tick(now)  # the deadline cut the poll short: the machine expires it
         if reply.status == 200:
             tokens = _token_response(reply.body)
-            if tokens is None:
+            if tokens is None or (tokens.id_token is None and not start.authorization_details):
+                # scope always holds openid, so only a RAR approval may come without one
                 reason.append("CIBA poll: Auth0's approval lacks access_token/id_token/expires_in")
                 return ciba.Malformed(now)
             return ciba.Approved(now, tokens)
@@ -375,9 +388,17 @@ class Backchannel:
         return ciba.Malformed(now)
 
     async def _approval(self, tokens: ciba.TokenResponse, start: CibaStart) -> Approval:
-        claims = await self._verifier.verify(tokens.id_token)
-        sub = claims.get("sub")
-        assert isinstance(sub, str)  # the verifier compared it with auth0.user_id
+        claims: dict[str, object] = {}
+        if tokens.id_token is not None:
+            claims = await self._verifier.verify(tokens.id_token)
+            sub = claims.get("sub")
+            assert isinstance(sub, str)  # the verifier compared it with auth0.user_id
+        else:
+            # Auth0's RAR token-response sample has no id_token (reference §11). The push went
+            # to auth0.user_id (login_hint) and the answer came to our authenticated poll, so
+            # that is the approver; the audit says the ID token was absent.
+            sub = self._cfg.user_id
+            log.info("CIBA request %s: RAR approval without an ID token", start.request_fingerprint)
         self.approved += 1
         latency = trio.current_time() - start.started_at
         log.info("CIBA request %s approved after %.1f s", start.request_fingerprint, latency)
@@ -390,6 +411,7 @@ class Backchannel:
             sub=sub,
             latency=latency,
             authorization_details=tokens.authorization_details,
+            id_token_verified=tokens.id_token is not None,
         )
 
     def state(self) -> dict[str, object]:

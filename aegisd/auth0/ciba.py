@@ -101,11 +101,12 @@ class State(enum.Enum):
 class TokenResponse:
     """The ``/oauth/token`` success body of an approved CIBA request (reference §2).
 
-    Tokens are hidden from ``repr``.
+    Tokens are hidden from ``repr``. ``id_token`` is ``None`` only when Auth0 sent none (a
+    RAR approval may lack it, reference §11; the driver refuses that for other requests).
     """
 
     access_token: str = field(repr=False)
-    id_token: str = field(repr=False)
+    id_token: str | None = field(repr=False)
     expires_in: float
     token_type: str = "Bearer"
     scope: str = ""

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, final
 
 import httpx
+import trio
 
 from aegisd.auth0.backchannel import Backchannel
 from aegisd.auth0.http import Auth0Http, ClientIdentity
 from aegisd.auth0.idtoken import IdTokenVerifier, JwksCache
+from aegisd.auth0.issuer import management_audience
+from aegisd.auth0.revoke import RefreshTokenRevoker
 from aegisd.auth0.tokens import Approval, CibaStart, Credential, token_fingerprint
-from aegisd.auth0.vault import ManagementFallback, TokenVault, TokenVaultRefused
+from aegisd.auth0.vault import InsufficientScope, ManagementFallback, TokenVault, TokenVaultRefused
 from aegisd.config import (
     Auth0Config,
     CredentialSpec,
@@ -83,8 +86,11 @@ class Auth0Client:
         self._vault = TokenVault(self._http, app, api_client)
         mgmt = cfg.management
         mgmt_identity = _identity(mgmt, "management_client_secret", "management client")
-        audience = (mgmt.audience if mgmt is not None else None) or self._http.management_base
+        # The canonical tenant domain, also behind a custom domain (reference §11). Checked by
+        # policy validation; resolved only when a management client is configured.
+        audience = management_audience(cfg) if mgmt is not None else self._http.management_base
         self._management = ManagementFallback(self._http, mgmt_identity, audience=audience)
+        self._revoker = RefreshTokenRevoker(self._http, app)
 
     @property
     def issuer(self) -> str:
@@ -97,6 +103,7 @@ class Auth0Client:
         binding_message: str,
         authorization_details: list[dict[str, object]] | None = None,
         offline_access: bool = False,
+        scopes: Sequence[str] = (),
     ) -> CibaStart:
         """Send the push: one ``/bc-authorize`` request.
 
@@ -105,7 +112,9 @@ class Auth0Client:
             authorization_details: RAR objects; sent only when
                 ``auth0.authorization_details`` is on (their types must be registered).
             offline_access: also ask for a refresh token (for refresh-token Token Vault
-                exchange).
+                exchange); it is revoked right after that exchange.
+            scopes: the action's ``credential.scopes`` for a ``ciba_token`` (added to
+                ``openid`` and ``[auth0] scopes``).
 
         Raises:
             ApprovalUnavailable: Auth0 unreachable, misconfigured, or it refused.
@@ -116,6 +125,7 @@ class Auth0Client:
             binding_message=binding_message,
             authorization_details=authorization_details,
             offline_access=offline_access,
+            scopes=scopes,
         )
 
     async def wait_approval(
@@ -141,12 +151,44 @@ class Auth0Client:
     async def obtain_credential(self, spec: CredentialSpec, approval: Approval) -> Credential:
         """The credential the action's spec asks for.
 
+        An approval's refresh token is revoked once the credential is obtained or refused
+        (``Credential.refresh_token_revocation`` says how that went; a refusal's message ends
+        with it), so it never outlives the one exchange it was minted for.
+
         Raises:
-            CredentialUnavailable: no path yielded one (the message says why for each).
+            CredentialUnavailable: no path yielded one (the message says why for each), or
+                the credential lacks a scope the action needs.
             UpstreamError: Auth0 unreachable or an answer unusable.
             RateLimited: a rate limit that could not be waited out.
         """
+        try:
+            credential = await self._obtain(spec, approval)
+        except CredentialUnavailable as exc:
+            if approval.refresh_token:
+                revocation = await self._revoker.revoke(approval.refresh_token)
+                raise type(exc)(_short(f"{exc.message}; refresh token {revocation}")) from None
+            raise
+        except BaseException:
+            if approval.refresh_token:
+                # cancelled mid-exchange: still revoke, briefly (one call's time limit)
+                with trio.CancelScope(shield=True), trio.move_on_after(self._cfg.http_timeout):
+                    await self._revoker.revoke(approval.refresh_token)
+            raise
+        if approval.refresh_token:
+            revocation = await self._revoker.revoke(approval.refresh_token)
+            credential = dataclasses.replace(credential, refresh_token_revocation=revocation)
+        return credential
+
+    async def _obtain(self, spec: CredentialSpec, approval: Approval) -> Credential:
         if spec.kind == "ciba_token":
+            wanted = [*self._cfg.scopes, *spec.scopes]
+            missing = [s for s in wanted if s not in approval.scope.split()]
+            if missing:
+                # auth0-ai checks granted scopes the same way; RBAC may have filtered them
+                raise InsufficientScope(
+                    f"the approval's access token lacks the scopes {' '.join(missing)} (check "
+                    "the API's permissions and the approver's roles)"
+                )
             return Credential(
                 access_token=approval.access_token,
                 token_type="Bearer",
@@ -169,6 +211,7 @@ class Auth0Client:
                         connection=spec.connection,
                         login_hint=spec.login_hint,
                         kind=spec.kind,
+                        scopes=spec.scopes,
                     )
                 else:
                     credential = await self._management.provider_token(
@@ -177,6 +220,8 @@ class Auth0Client:
                         login_hint=spec.login_hint,
                         kind=spec.kind,
                     )
+            except InsufficientScope:
+                raise
             except (TokenVaultRefused, CredentialUnavailable) as exc:
                 refusals.append(exc.message if step == "token_vault" else f"fallback: {exc}")
                 continue
@@ -184,10 +229,9 @@ class Auth0Client:
                 refusals.append(f"{step}: {exc.message}")
                 continue
             return dataclasses.replace(credential, refusals=tuple(refusals))
-        message = "; ".join(refusals) or "the action's credential order is empty"
-        if len(message) > _MAX_MESSAGE:
-            message = message[: _MAX_MESSAGE - 3] + "..."
-        raise CredentialUnavailable(message)
+        raise CredentialUnavailable(
+            _short("; ".join(refusals) or "the action's credential order is empty")
+        )
 
     def state(self) -> dict[str, object]:
         """Auth0 health for ``aegisctl status`` / ``doctor``: discovery, JWKS, last error.
@@ -200,7 +244,12 @@ class Auth0Client:
             **self._backchannel.state(),
             **self._vault.state(),
             **self._management.state(),
+            **self._revoker.state(),
         }
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
 
 
 def _identity(

@@ -1,14 +1,14 @@
 """The one seam between aegisd and Auth0's HTTP endpoints.
 
-Owns: the issuer and endpoint URLs (from ``auth0.domain`` or ``auth0.issuer``), OpenID
-discovery (fetched when first needed, cached, fetched again after a failure; never at import
-or construction, so the daemon starts with Auth0 unreachable), client authentication
-(``client_secret_post``, ``client_secret_basic``, ``private_key_jwt``), and the HTTP
-discipline of ``reference/auth0-protocol.md`` §5 and DESIGN §5: a time limit on every call,
-retries with backoff and jitter for idempotent calls, ``/bc-authorize`` retried only when the
-request certainly never left (connect failure), 429 handled by waiting for ``Retry-After`` /
-``x-ratelimit-reset`` (bounded) or by reporting ``RateLimited``, and answers that are not
-JSON objects or exceed 256 KiB turned into ``UpstreamError``.
+Owns: discovery (fetched when first needed, cached, fetched again after a failure; never at
+import or construction, so the daemon starts with Auth0 unreachable; the document itself is
+checked by ``discovery.py``), and the HTTP discipline of ``reference/auth0-protocol.md`` §5
+and DESIGN §5: a time limit on every call, retries with backoff and jitter for idempotent
+calls, ``/bc-authorize`` retried only when the request certainly never left (connect
+failure), 429 handled by waiting for ``Retry-After`` / ``x-ratelimit-reset`` (bounded) or by
+reporting ``RateLimited``, and answers that are not JSON objects or exceed 256 KiB turned
+into ``UpstreamError``. Client authentication is ``clientauth.py``'s; the issuer and audience
+rules are ``issuer.py``'s.
 
 It must not: interpret OAuth answers beyond the HTTP level (callers branch on the ``error``
 field), log or raise anything that contains a secret, token, request body or foreign text,
@@ -18,30 +18,26 @@ an httpx, PyJWT, cryptography or JSON exception escape.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
 import logging
 import random
 import re
-import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast, final
-from urllib.parse import quote, urlsplit
 
 import httpx
-import jwt
 import msgspec
 import trio
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from aegisd.auth0.clientauth import ASSERTION_TYPE, ClientAuthenticator, ClientIdentity
+from aegisd.auth0.discovery import DiscoveryError, Endpoints, parse_discovery
+from aegisd.auth0.issuer import issuer_from_config
 from aegisd.auth0.singleflight import SingleFlight
 from aegisd.config import Auth0Config
-from aegisd.errors import AegisError, ConfigError, RateLimited, SecretsUnavailable, UpstreamError
-from aegisd.policy import is_loopback_host
+from aegisd.errors import AegisError, RateLimited, SecretsUnavailable, UpstreamError
 from aegisd.secrets import SecretStore
 
 __all__ = [
@@ -62,22 +58,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 256 * 1024
-ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-ASSERTION_LIFETIME: Final = 60.0  # reference §1: at most 5 min, 1 min recommended
 MAX_ATTEMPTS: Final = 3  # idempotent calls: the first try and two retries
 CONNECT_ONLY_ATTEMPTS: Final = 2  # /bc-authorize: one retry, and only after a connect failure
 BACKOFF_BASE: Final = 0.5
 BACKOFF_CAP: Final = 8.0
 MAX_RATE_LIMIT_WAIT: Final = 60.0  # a 429 asking for longer becomes RateLimited at once
 MAX_RATE_LIMIT_WAITS: Final = 3
-SECRET_CACHE_SECONDS: Final = 300.0  # keyring lookups cost a D-Bus round trip; polls are many
 
 RetryMode = Literal["idempotent", "connect_only", "none"]
 On429 = Literal["wait", "raise", "return"]
-ClientAuth = Literal["client_secret_post", "client_secret_basic", "private_key_jwt"]
 
 _OAUTH_CODE: Final = re.compile(r"[a-z0-9_.:-]{1,64}")
-_DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?")
 
 
 class Auth0Unreachable(UpstreamError):
@@ -96,13 +87,6 @@ class Auth0Unreachable(UpstreamError):
         self.maybe_sent = maybe_sent
 
 
-class DiscoveryError(UpstreamError):
-    """The tenant's OpenID discovery document is unusable for aegisd (wrong issuer, no CIBA
-    poll mode, endpoints on another host, client authentication method not offered)."""
-
-    default_message = "the Auth0 discovery document is unusable"
-
-
 def safe_error_code(value: object) -> str | None:
     """An OAuth ``error`` value if it is a short lowercase token, else ``None``.
 
@@ -112,83 +96,6 @@ def safe_error_code(value: object) -> str | None:
     if isinstance(value, str) and _OAUTH_CODE.fullmatch(value):
         return value
     return None
-
-
-def issuer_from_config(cfg: Auth0Config) -> str:
-    """The issuer URL, always with a trailing slash (reference §6).
-
-    Raises:
-        ConfigError: neither or conflicting ``domain``/``issuer``, a ``domain`` that is not a
-            host name, or plain ``http`` for anything but a loopback issuer with
-            ``allow_insecure_http = true``.
-    """
-    if cfg.issuer:
-        issuer = cfg.issuer if cfg.issuer.endswith("/") else cfg.issuer + "/"
-        parts = urlsplit(issuer)
-        host = parts.hostname or ""
-        if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
-            raise ConfigError("auth0.issuer: expected an https:// URL such as https://tenant/")
-        if parts.scheme == "http" and not (cfg.allow_insecure_http and is_loopback_host(host)):
-            raise ConfigError(
-                "auth0.issuer: plain http is allowed only for a loopback issuer "
-                "(127.0.0.1, ::1, localhost) with auth0.allow_insecure_http = true"
-            )
-        if cfg.domain and urlsplit(f"https://{cfg.domain}/").netloc != parts.netloc:
-            raise ConfigError("auth0.domain and auth0.issuer name different hosts; set one")
-        return issuer
-    if cfg.domain:
-        if not _DOMAIN.fullmatch(cfg.domain):
-            raise ConfigError(
-                "auth0.domain: expected a host name such as example.eu.auth0.com "
-                "(no scheme, no path)"
-            )
-        return f"https://{cfg.domain}/"
-    raise ConfigError("auth0: set either domain or issuer")
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port
-    if port is None:
-        port = {"https": 443, "http": 80}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
-
-
-@final
-@dataclass(frozen=True)
-class Endpoints:
-    """Where to send what, from discovery (reference §6).
-
-    Attributes:
-        issuer: the issuer with its trailing slash.
-        bc_authorize: ``backchannel_authentication_endpoint``.
-        token: ``token_endpoint``.
-        jwks_uri: ``jwks_uri``.
-    """
-
-    issuer: str
-    bc_authorize: str
-    token: str
-    jwks_uri: str
-
-
-@final
-@dataclass(frozen=True)
-class ClientIdentity:
-    """A registered Auth0 client and how it authenticates.
-
-    Attributes:
-        client_id: the client id.
-        method: the authentication method.
-        secret_name: the secret store name of its client secret (unused for private_key_jwt,
-            which always signs with ``auth0_private_key``).
-        label: how messages name it ("application", "management client").
-    """
-
-    client_id: str
-    method: ClientAuth
-    secret_name: str
-    label: str
 
 
 @final
@@ -241,7 +148,6 @@ class Auth0Http:
         rng: random.Random | None = None,
     ) -> None:
         self._cfg = cfg
-        self._secrets = secrets
         self._http = http
         self._now = now
         self._rng = rng or random.Random()
@@ -250,8 +156,9 @@ class Auth0Http:
         self._discovery: SingleFlight[Endpoints] = SingleFlight()
         self._discovery_error: str | None = None
         self._discovered_at: float | None = None
-        self._secret_cache: dict[str, tuple[str, float]] = {}
-        self._key_cache: tuple[str, RSAPrivateKey] | None = None
+        self._auth = ClientAuthenticator(
+            secrets, issuer=self.issuer, signing_alg=cfg.signing_alg, now=now
+        )
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._calls = 0
@@ -294,7 +201,7 @@ class Auth0Http:
             reply = await self.send("GET", self.discovery_url, what="discovery", retry="idempotent")
             if reply.status != 200:
                 raise DiscoveryError(f"discovery answered HTTP {reply.status}")
-            endpoints = self._parse_discovery(reply.body)
+            endpoints = parse_discovery(reply.body, self.issuer, self._cfg)
         except AegisError as exc:
             self._discovery_error = exc.message
             if isinstance(exc, DiscoveryError):
@@ -306,129 +213,15 @@ class Auth0Http:
         log.info("Auth0 discovery ok for %s", self.issuer)
         return endpoints
 
-    def _parse_discovery(self, doc: Mapping[str, object]) -> Endpoints:
-        issuer = doc.get("issuer")
-        if issuer != self.issuer:
-            shown = issuer[:200] if isinstance(issuer, str) else "nothing"
-            raise DiscoveryError(
-                f"discovery names issuer {shown!r}, expected {self.issuer!r} "
-                "(check auth0.domain / auth0.issuer; the trailing slash matters)"
-            )
-        urls: dict[str, str] = {}
-        for key in ("backchannel_authentication_endpoint", "token_endpoint", "jwks_uri"):
-            value = doc.get(key)
-            if not isinstance(value, str) or not value:
-                raise DiscoveryError(
-                    f"discovery lacks {key}"
-                    + (
-                        "; is CIBA enabled on this tenant?"
-                        if key == "backchannel_authentication_endpoint"
-                        else ""
-                    )
-                )
-            # The client secret goes to these URLs: never to another host than the issuer.
-            if _origin(value) != _origin(self.issuer):
-                raise DiscoveryError(f"discovery {key} is not on the issuer's host")
-            urls[key] = value
-        modes = doc.get("backchannel_token_delivery_modes_supported")
-        if not isinstance(modes, list) or "poll" not in modes:
-            raise DiscoveryError(
-                "the tenant does not advertise CIBA poll mode "
-                "(backchannel_token_delivery_modes_supported lacks 'poll'); "
-                "aegisd needs CIBA in poll mode"
-            )
-        methods = doc.get("token_endpoint_auth_methods_supported")
-        if isinstance(methods, list) and self._cfg.client_auth not in methods:
-            raise DiscoveryError(
-                f"the tenant does not offer client authentication {self._cfg.client_auth!r}"
-            )
-        if self._cfg.client_auth == "private_key_jwt":
-            algs = doc.get("token_endpoint_auth_signing_alg_values_supported")
-            if isinstance(algs, list) and self._cfg.signing_alg not in algs:
-                raise DiscoveryError(
-                    f"the tenant does not accept {self._cfg.signing_alg} client assertions"
-                )
-        return Endpoints(
-            issuer=self.issuer,
-            bc_authorize=urls["backchannel_authentication_endpoint"],
-            token=urls["token_endpoint"],
-            jwks_uri=urls["jwks_uri"],
-        )
-
     # ---- client authentication ------------------------------------------------------------
-
-    async def _secret(self, name: str) -> str:
-        cached = self._secret_cache.get(name)
-        if cached is not None and trio.current_time() - cached[1] < SECRET_CACHE_SECONDS:
-            return cached[0]
-        value = await self._secrets.get(name)
-        self._secret_cache[name] = (value, trio.current_time())
-        return value
 
     def forget_secrets(self) -> None:
         """Drop cached secrets (after ``invalid_client``: the secret may have been rotated)."""
-        self._secret_cache.clear()
-        self._key_cache = None
-
-    async def _private_key(self) -> RSAPrivateKey:
-        pem = await self._secret("auth0_private_key")
-        if self._key_cache is not None and self._key_cache[0] == pem:
-            return self._key_cache[1]
-        try:
-            key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
-        except (ValueError, TypeError):
-            # never chain: the exception may quote the key material
-            raise SecretsUnavailable(
-                "secret 'auth0_private_key' is not an unencrypted PEM private key"
-            ) from None
-        if not isinstance(key, RSAPrivateKey):
-            raise SecretsUnavailable(
-                f"secret 'auth0_private_key' must be an RSA key for {self._cfg.signing_alg}"
-            )
-        self._key_cache = (pem, key)
-        return key
+        self._auth.forget()
 
     async def client_assertion(self, client_id: str) -> str:
-        """A fresh ``private_key_jwt`` assertion (reference §1).
-
-        ``iss`` = ``sub`` = client id, ``aud`` = issuer with trailing slash, ``iat`` now,
-        ``exp`` 60 s later, a unique ``jti``; signed with the configured RS256/PS256 and
-        ``auth0_private_key``. No ``kid`` (optional at Auth0; aegisd has no key id setting).
-        """
-        key = await self._private_key()
-        issued = int(self._now())
-        claims: dict[str, object] = {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": self.issuer,
-            "iat": issued,
-            "exp": issued + int(ASSERTION_LIFETIME),
-            "jti": secrets.token_urlsafe(24),  # 32 chars; Auth0 allows up to 64
-        }
-        try:
-            return jwt.encode(claims, key, algorithm=self._cfg.signing_alg)
-        except (jwt.PyJWTError, ValueError, TypeError):
-            raise SecretsUnavailable("could not sign a client assertion with the key") from None
-
-    async def _authenticate(
-        self, identity: ClientIdentity, form: Mapping[str, str]
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """The form and headers with client authentication added (a fresh one per attempt:
-        an assertion's ``jti`` may be used only once)."""
-        body = dict(form)
-        headers: dict[str, str] = {}
-        body["client_id"] = identity.client_id
-        if identity.method == "client_secret_post":
-            body["client_secret"] = await self._secret(identity.secret_name)
-        elif identity.method == "client_secret_basic":
-            secret = await self._secret(identity.secret_name)
-            # RFC 6749 §2.3.1: form-urlencode both parts before base64
-            pair = f"{quote(identity.client_id, safe='')}:{quote(secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        else:
-            body["client_assertion_type"] = ASSERTION_TYPE
-            body["client_assertion"] = await self.client_assertion(identity.client_id)
-        return body, headers
+        """A fresh ``private_key_jwt`` assertion (``clientauth.py``)."""
+        return await self._auth.client_assertion(client_id)
 
     # ---- HTTP -----------------------------------------------------------------------------
 
@@ -513,6 +306,7 @@ class Auth0Http:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         identity: ClientIdentity | None = None,
+        empty_ok: bool = False,
     ) -> Reply:
         """One call with aegisd's HTTP discipline; returns any answer that is a JSON object.
 
@@ -529,6 +323,8 @@ class Auth0Http:
             params: query parameters.
             headers: extra headers (e.g. a Management API bearer token).
             identity: when given, client authentication is added to ``form``/headers.
+            empty_ok: an empty 2xx body is a valid answer (``/oauth/revoke`` answers 200 with
+                none, RFC 7009 §2.2); it becomes an empty ``body``.
 
         Returns:
             The reply: any status below 500 (and a 429 with ``on_429="return"``).
@@ -548,7 +344,7 @@ class Auth0Http:
             attempt += 1
             try:
                 body, auth_headers = (
-                    await self._authenticate(identity, form or {})
+                    await self._auth.authenticate(identity, form or {})
                     if identity is not None
                     else (dict(form) if form is not None else None, {})
                 )
@@ -624,6 +420,8 @@ class Auth0Http:
                     await trio.sleep(self._backoff(attempt))
                     continue
                 raise self._fail(Auth0Unreachable(f"{what}: Auth0 answered HTTP {status}"))
+            if empty_ok and status < 300 and not raw.strip():
+                return Reply(status, {}, None)
             try:
                 decoded: object = msgspec.json.decode(raw)
             except msgspec.DecodeError:

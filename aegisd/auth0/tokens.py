@@ -46,6 +46,8 @@ class CibaStart:
         expires_at: wall-clock (UNIX seconds) time the request expires, for display and audit.
         started_at: ``trio.current_time()`` just before the request was sent; the local
             deadline is ``started_at + expires_in``, never later than Auth0's own.
+        authorization_details: the RAR details sent with the request, if any (an approval
+            of a RAR request may come without an ID token, as Auth0's RAR sample shows).
     """
 
     auth_req_id: str = field(repr=False)
@@ -53,6 +55,7 @@ class CibaStart:
     interval: float
     expires_at: float
     started_at: float
+    authorization_details: list[dict[str, object]] | None = field(default=None, repr=False)
 
     @property
     def request_fingerprint(self) -> str:
@@ -73,6 +76,8 @@ class Approval:
         sub: the approver (equal to the configured ``auth0.user_id``).
         latency: seconds from sending ``/bc-authorize`` to receiving the tokens.
         authorization_details: the RAR details Auth0 echoed, if any.
+        id_token_verified: ``False`` only for a RAR approval that came without an ID token
+            (then ``sub`` is the configured approver the push was addressed to).
     """
 
     access_token: str = field(repr=False)
@@ -83,6 +88,7 @@ class Approval:
     sub: str
     latency: float
     authorization_details: list[dict[str, object]] | None = field(default=None, repr=False)
+    id_token_verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ class Credential:
         connection: the Auth0 connection it belongs to, if any.
         path: where it came from: ``ciba``, ``token_vault`` or ``management``.
         refusals: why earlier paths in the action's order did not yield it (for the audit).
+        refresh_token_revocation: what became of the approval's refresh token: ``revoked``,
+            ``revocation failed: …``, or ``None`` when the approval carried none.
     """
 
     access_token: str = field(repr=False)
@@ -109,6 +117,7 @@ class Credential:
     connection: str | None
     path: CredentialPath
     refusals: tuple[str, ...] = ()
+    refresh_token_revocation: str | None = None
 
     @property
     def fingerprint(self) -> str:

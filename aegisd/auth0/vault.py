@@ -5,10 +5,13 @@ fallback (§4):
 
 * Token Vault: ``grant_type`` federated-connection-access-token at the token endpoint, with
   the approval's refresh token (``subject_token_type`` refresh_token) when there is one, and
-  with the CIBA access token (``subject_token_type`` access_token) when ``auth0.audience``
-  makes it a JWT; ``requested_token_type`` federated-connection-access-token, ``connection``,
-  optional ``login_hint``, and deliberately no ``scope``. A success without ``scope`` is
-  accepted. 4xx answers (401, 403 and the known codes) are a typed refusal, with a sentence
+  with the CIBA access token (``subject_token_type`` access_token) only when it is a JWT
+  (``auth0.audience``) and only from the Custom API Client (``[auth0.token_vault]``); never
+  an opaque token. ``requested_token_type`` federated-connection-access-token,
+  ``connection``, optional ``login_hint``, and the action's ``credential.scopes`` as the
+  (Early Access) ``scope`` parameter, whose answer is checked as auth0-ai does (an answer
+  without ``scope`` carries what was granted, reference §11). 4xx answers (401, 403 and the
+  known codes) are a typed refusal, with a sentence
   saying what to fix.
 * Fallback: a ``client_credentials`` token for the Management API (cached until shortly
   before it expires, one fetch shared by concurrent callers), then
@@ -23,7 +26,8 @@ provider token (each one is delivered once), or put a token or foreign text in a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Final, final
 from urllib.parse import quote
 
@@ -39,6 +43,7 @@ __all__ = [
     "SUBJECT_ACCESS_TOKEN",
     "SUBJECT_REFRESH_TOKEN",
     "TOKEN_EXCHANGE_GRANT",
+    "InsufficientScope",
     "ManagementFallback",
     "TokenVault",
     "TokenVaultRefused",
@@ -84,6 +89,21 @@ class TokenVaultRefused(CredentialUnavailable):
     default_message = "Token Vault refused the exchange"
 
 
+class InsufficientScope(CredentialUnavailable):
+    """A credential came without a scope the action needs. Final: no fallback is tried (it
+    could only hand out a token whose scopes nobody checked)."""
+
+    default_message = "the credential lacks a scope the action needs"
+
+
+@dataclass(frozen=True)
+class _Subject:
+    token_type: str
+    token: str = field(repr=False)
+    label: str = ""
+    identity: ClientIdentity | None = None
+
+
 def looks_like_jwt(token: str) -> bool:
     """Whether a token has the three-part JWS shape (Auth0's opaque tokens do not)."""
     parts = token.split(".")
@@ -116,8 +136,8 @@ class TokenVault:
     Args:
         http: the Auth0 seam.
         identity: the application: it exchanges its own refresh tokens.
-        api_client: the Custom API Client of ``auth0.audience``, which Auth0 expects for the
-            access-token exchange (reference §3); the application when not configured.
+        api_client: the Custom API Client of ``auth0.audience``, which Auth0 requires for the
+            access-token exchange (reference §11); without it only refresh tokens are used.
     """
 
     def __init__(
@@ -125,98 +145,127 @@ class TokenVault:
     ) -> None:
         self._http = http
         self._identity = identity
-        self._api_client = api_client or identity
+        self._api_client = api_client
         self._refusals = 0
         self._successes = 0
 
-    def _subjects(self, approval: Approval) -> list[tuple[str, str, str, ClientIdentity]]:
-        """(subject_token_type, subject_token, label, exchanging client) in the order to try.
+    def _subjects(self, approval: Approval) -> tuple[list[_Subject], list[str]]:
+        """The exchanges to try, in order, and why others are not tried.
 
-        The refresh token first: it is the documented route for a first-party client; the
-        access token second. An opaque CIBA access token (no ``auth0.audience``) has
-        ``/userinfo`` as its audience, and Auth0 most likely refuses it (reference §3 marks
-        this inferred, not documented), so it is still offered: Token Vault decides, and its
-        refusal is what sends the request to the Management API fallback.
+        The refresh token first (the application exchanges its own; Token Vault needs
+        rotation off); then the CIBA access token, only when it is a JWT (``auth0.audience``
+        set) and only from the API's Custom API Client (``[auth0.token_vault]``): Auth0
+        checks that the exchanging client is the one linked to the token's audience
+        (reference §11). An opaque CIBA token has ``/userinfo`` as its audience: no Custom
+        API Client can be linked to it, so it is never sent to Token Vault.
         """
-        subjects: list[tuple[str, str, str, ClientIdentity]] = []
+        subjects: list[_Subject] = []
+        skipped: list[str] = []
         if approval.refresh_token:
             subjects.append(
-                (SUBJECT_REFRESH_TOKEN, approval.refresh_token, "refresh-token", self._identity)
+                _Subject(
+                    SUBJECT_REFRESH_TOKEN, approval.refresh_token, "refresh-token", self._identity
+                )
             )
-        label = "access-token" if looks_like_jwt(approval.access_token) else "opaque access-token"
-        subjects.append((SUBJECT_ACCESS_TOKEN, approval.access_token, label, self._api_client))
-        return subjects
+        if not looks_like_jwt(approval.access_token):
+            skipped.append(
+                "access-token exchange not tried: the CIBA access token is opaque (set "
+                "auth0.audience to get a JWT)"
+            )
+        elif self._api_client is None:
+            skipped.append(
+                "access-token exchange not tried: it needs [auth0.token_vault], the Custom API "
+                "Client linked to auth0.audience"
+            )
+        else:
+            subjects.append(
+                _Subject(
+                    SUBJECT_ACCESS_TOKEN, approval.access_token, "access-token", self._api_client
+                )
+            )
+        return subjects, skipped
 
     async def exchange(
-        self, approval: Approval, *, connection: str, login_hint: str | None, kind: str
-    ) -> Credential:
-        """Exchange the approval's tokens for ``connection``'s provider token.
-
-        Raises:
-            TokenVaultRefused: every possible exchange was refused, or none was possible.
-            UpstreamError: Auth0 unreachable or its answer unusable.
-            RateLimited: Auth0's rate limit could not be waited out.
-        """
-        subjects = self._subjects(approval)
-        if not subjects:
-            self._refusals += 1
-            raise TokenVaultRefused(
-                "Token Vault: nothing to exchange (the CIBA access token is opaque: set "
-                "auth0.audience to get a JWT, or request offline_access for a refresh token)"
-            )
-        reasons: list[str] = []
-        for subject_type, subject_token, label, identity in subjects:
-            try:
-                return await self._exchange_one(
-                    subject_type, subject_token, label, identity, connection, login_hint, kind
-                )
-            except TokenVaultRefused as exc:
-                reasons.append(exc.message)
-        self._refusals += 1
-        raise TokenVaultRefused("Token Vault refused: " + "; ".join(reasons))
-
-    async def _exchange_one(
         self,
-        subject_type: str,
-        subject_token: str,
-        label: str,
-        identity: ClientIdentity,
+        approval: Approval,
+        *,
         connection: str,
         login_hint: str | None,
         kind: str,
+        scopes: Sequence[str] = (),
+    ) -> Credential:
+        """Exchange the approval's tokens for ``connection``'s provider token.
+
+        Args:
+            scopes: provider scopes the action needs: sent as Token Vault's (Early Access)
+                ``scope`` parameter, and checked against the answer's ``scope``.
+
+        Raises:
+            TokenVaultRefused: every possible exchange was refused, or none was possible.
+            InsufficientScope: the provider token lacks a scope the action needs.
+            UpstreamError: Auth0 unreachable or its answer unusable.
+            RateLimited: Auth0's rate limit could not be waited out.
+        """
+        subjects, reasons = self._subjects(approval)
+        for subject in subjects:
+            try:
+                return await self._exchange_one(subject, connection, login_hint, kind, scopes)
+            except TokenVaultRefused as exc:
+                reasons.append(exc.message)
+        self._refusals += 1
+        raise TokenVaultRefused("Token Vault: " + "; ".join(reasons))
+
+    async def _exchange_one(
+        self,
+        subject: _Subject,
+        connection: str,
+        login_hint: str | None,
+        kind: str,
+        scopes: Sequence[str],
     ) -> Credential:
         endpoints = await self._http.endpoints()
         form = {
             "grant_type": TOKEN_EXCHANGE_GRANT,
-            "subject_token_type": subject_type,
-            "subject_token": subject_token,
+            "subject_token_type": subject.token_type,
+            "subject_token": subject.token,
             "requested_token_type": REQUESTED_TOKEN_TYPE,
             "connection": connection,
         }
         if login_hint:
             form["login_hint"] = login_hint
+        if scopes:
+            form["scope"] = " ".join(scopes)
         reply = await self._http.send(
             "POST",
             endpoints.token,
             what="Token Vault exchange",
             retry="idempotent",
             form=form,
-            identity=identity,
+            identity=subject.identity,
         )
         if reply.status == 200:
             token = reply.body.get("access_token")
             if not isinstance(token, str) or not token:
                 raise UpstreamError("Token Vault answer lacks access_token")
             token_type = reply.body.get("token_type")
-            scope = reply.body.get("scope")  # may be absent (reference §3 [?]): accepted
+            scope = reply.body.get("scope")
+            granted = scope if isinstance(scope, str) else ""
+            # Absent means "as granted" (reference §11: a scope field is returned when the
+            # answer's scopes differ); present, it must hold every scope the action needs.
+            missing = [s for s in scopes if granted and s not in granted.split()]
+            if missing:
+                raise InsufficientScope(
+                    f"Token Vault's {connection!r} token lacks the scopes {' '.join(missing)}: "
+                    "the approver must reconnect the account granting them"
+                )
             expires_in = _number(reply.body.get("expires_in"))
             self._successes += 1
-            log.info("Token Vault %s exchange ok for connection %s", label, connection)
+            log.info("Token Vault %s exchange ok for connection %s", subject.label, connection)
             return Credential(
                 access_token=token,
                 token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
                 expires_at=self._http.now() + expires_in if expires_in is not None else None,
-                scope=scope if isinstance(scope, str) else "",
+                scope=granted or " ".join(scopes),
                 kind=kind,
                 connection=connection,
                 path="token_vault",
@@ -224,9 +273,7 @@ class TokenVault:
         if 400 <= reply.status < 500:
             if reply.error == "invalid_client":
                 self._http.forget_secrets()
-            reason = _refusal(reply.status, reply.error, label)
-            if label.startswith("opaque"):
-                reason += " (the CIBA access token is opaque: set auth0.audience to get a JWT)"
+            reason = _refusal(reply.status, reply.error, subject.label)
             log.info("Token Vault refused: %s", reason)
             raise TokenVaultRefused(reason)
         raise UpstreamError(f"Token Vault answered HTTP {reply.status}")

@@ -1,10 +1,14 @@
 """The Authentication API of the dev tenant: discovery, JWKS, ``/bc-authorize``, ``/oauth/token``.
 
-Owns the HTTP shape of ``reference/auth0-protocol.md`` §1-§4 and §6: body parsing (form, and
-JSON on ``/oauth/token`` as Auth0 accepts it), the OAuth error answers with their statuses and
-headers, and the grant dispatch (CIBA, Token Vault exchange, client_credentials for the
-Management API). Validation and state live in ``ciba.py``, ``clients.py``, ``tokens.py`` and
-``users.py``; this module must not log request bodies, secrets or tokens.
+Owns the HTTP shape of ``reference/auth0-protocol.md`` §1-§4, §6 and §11: body parsing (form,
+and JSON on ``/oauth/token`` as Auth0 accepts it), the OAuth error answers with their statuses
+and headers, the grant dispatch (CIBA, Token Vault exchange, client_credentials for the
+Management API), and ``/oauth/revoke``. Token Vault follows Auth0's client rules: a refresh
+token is exchanged only by the client it was issued to, an access token only by the Custom API
+Client (``resource_server``) linked to its audience (403 for any other client), and an opaque
+access token is refused unless ``vault_refuses_opaque`` is off. Validation and state live in
+``ciba.py``, ``clients.py``, ``tokens.py`` and ``users.py``; this module must not log request
+bodies, secrets or tokens.
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ class AuthApi:
             Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
             Route("/bc-authorize", self.bc_authorize, methods=["POST"]),
             Route("/oauth/token", self.token, methods=["POST"]),
+            Route("/oauth/revoke", self.revoke, methods=["POST"]),
             Route("/userinfo", self.userinfo, methods=["GET"]),
         ]
 
@@ -118,6 +123,7 @@ class AuthApi:
                 "issuer": iss,
                 "token_endpoint": iss + "oauth/token",
                 "userinfo_endpoint": iss + "userinfo",
+                "revocation_endpoint": iss + "oauth/revoke",
                 "jwks_uri": iss + ".well-known/jwks.json",
                 "backchannel_authentication_endpoint": iss + "bc-authorize",
                 "backchannel_token_delivery_modes_supported": ["poll"],
@@ -241,7 +247,7 @@ class AuthApi:
         if token_type != SUBJECT_ACCESS_TOKEN:
             raise OAuthError("invalid_request", "Unsupported subject_token_type")
         if t.tokens.is_opaque(token):
-            if t.options.vault_refuses_opaque:
+            if t.options.vault_refuses_opaque or client.kind != "app":
                 raise OAuthError(
                     "invalid_grant",
                     "The subject token is not a JWT access token for an API linked to this client",
@@ -257,15 +263,24 @@ class AuthApi:
             )
         except jwt.InvalidTokenError:
             raise OAuthError("invalid_grant", "Invalid subject token", 401) from None
+        if client.kind != "resource_server":
+            # reference §11: the exchanging client must be the Custom API Client linked to
+            # the API named by the token's audience
+            raise OAuthError(
+                "unauthorized_client",
+                "The client is not the Custom API Client of the subject token's audience",
+                403,
+            )
         return str(claims["sub"])
 
     async def _vault(self, client: Client, params: Mapping[str, str]) -> dict[str, Any]:
         t = self._t
         t.stats.token_vault_exchanges += 1
-        if "scope" in params:
-            t.stats.vault_scope_params += 1  # Auth0 documents no scope here; counted, ignored
+        asked = params.get("scope", "").split()
+        if asked:
+            t.stats.vault_scope_params += 1
         try:
-            if not t.options.vault_enabled or client.kind != "app":
+            if not t.options.vault_enabled or client.kind == "mgmt":
                 raise OAuthError(
                     "unauthorized_client",
                     f"Grant type '{VAULT_GRANT}' not allowed for the client.",
@@ -299,8 +314,11 @@ class AuthApi:
             "issued_token_type": FEDERATED_TOKEN_TYPE,
             "token_type": "Bearer",
         }
-        if not t.options.vault_omits_scope:
-            answer["scope"] = " ".join(account.scopes)
+        # Early Access scope (reference §11): the token is narrowed to the asked scopes that
+        # were granted, and scope is returned when that differs from the ask (or none asked).
+        issued = [s for s in asked if s in account.scopes] if asked else list(account.scopes)
+        if not t.options.vault_omits_scope and (not asked or issued != asked):
+            answer["scope"] = " ".join(issued)
         return answer
 
     def _client_credentials(self, client: Client, params: Mapping[str, str]) -> dict[str, Any]:
@@ -323,6 +341,25 @@ class AuthApi:
             )
         t.stats.client_credentials += 1
         return t.tokens.mgmt_token(client.client_id, list(t.options.mgmt_scopes), wall=t.wall())
+
+    async def revoke(self, request: Request) -> Response:
+        """``/oauth/revoke``: revoke a refresh token of the authenticated client.
+
+        200 with an empty body, also for a token that is unknown or already revoked (RFC 7009
+        §2.2); a refresh token of another client is left alone.
+        """
+        t = self._t
+        try:
+            params = await read_params(request, allow_json=True)
+            client = self._authenticate(request, params)
+            token = params.get("token")
+            if not token:
+                raise OAuthError("invalid_request", "Missing required parameter: token")
+        except OAuthError as exc:
+            return exc.response()
+        if t.tokens.revoke_refresh(token, client_id=client.client_id):
+            t.stats.revocations += 1
+        return Response(status_code=200, headers=_NO_STORE)
 
     async def userinfo(self, request: Request) -> Response:
         """``/userinfo`` for opaque CIBA access tokens (their only audience)."""

@@ -2,7 +2,8 @@
 
 Owns the validation of ``/bc-authorize`` parameters (``reference/auth0-protocol.md`` §1: openid
 scope, ``login_hint`` in the iss_sub format, binding message of at most 64 characters from
-Auth0's set, ``requested_expiry`` 1..300, RAR ``authorization_details``, the per-user cap of
+Auth0's set, ``requested_expiry`` 1..300, RAR ``authorization_details`` with a registered type,
+an audience, and the one-object shape Guardian renders (§11), the per-user cap of
 five starts a minute) and the polling rules of §2 (``authorization_pending``, ``slow_down``
 with a growing interval, ``access_denied`` for denial and for expiry, ``invalid_grant`` for
 unknown or used ids). Pure: monotonic and wall-clock times are arguments; no I/O, no tokens
@@ -84,7 +85,39 @@ class CibaRequest:
         return mono >= self.expires_mono
 
 
-def _parse_rar(raw: str) -> list[dict[str, Any]]:
+_RAR_NAME: Final = re.compile(r"[a-zA-Z0-9_.-]{1,255}")
+
+
+def _guardian_problem(details: list[Any]) -> str | None:
+    """Why Guardian could not render these details, or ``None`` (reference §11: exactly one
+    object with type, instruction and properties; each property display, name,
+    display_order and value; at most 10; names [a-zA-Z0-9_.-]; values at most 255 chars)."""
+    if len(details) != 1:
+        return "Guardian renders exactly one authorization_details object"
+    entry = details[0]
+    if not isinstance(entry.get("instruction"), str):
+        return "authorization_details needs an instruction string"
+    props = entry.get("properties")
+    if not isinstance(props, list) or not 1 <= len(props) <= 10:
+        return "authorization_details needs 1 to 10 properties"
+    for prop in props:
+        if not isinstance(prop, dict) or set(prop) - {"description"} != {
+            "display",
+            "name",
+            "display_order",
+            "value",
+        }:
+            return "each property needs display, name, display_order and value"
+        if not isinstance(prop["display"], bool) or not isinstance(prop["display_order"], int):
+            return "property display must be a boolean and display_order an integer"
+        if not isinstance(prop["name"], str) or not _RAR_NAME.fullmatch(prop["name"]):
+            return "property names must be [a-zA-Z0-9_.-]"
+        if not isinstance(prop["value"], str) or len(prop["value"]) > 255:
+            return "property values must be strings of at most 255 characters"
+    return None
+
+
+def _parse_rar(raw: str, registered: frozenset[str]) -> list[dict[str, Any]]:
     if len(raw.encode()) > 5 * 1024:
         raise _invalid_request("authorization_details must be at most 5 KB")
     try:
@@ -96,6 +129,11 @@ def _parse_rar(raw: str) -> list[dict[str, Any]]:
     for entry in details:
         if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
             raise _invalid_request("each authorization_details entry needs a string type")
+        if entry["type"] not in registered:
+            raise _invalid_request("authorization_details type is not registered on the API")
+    problem = _guardian_problem(details)
+    if problem is not None:
+        raise _invalid_request(problem)
     return details
 
 
@@ -118,8 +156,10 @@ class CibaBook:
         per_user_per_minute: int | None,
         slow_down_enforced: bool,
         slow_down_tolerance: float,
+        rar_types: frozenset[str] = frozenset(),
     ) -> None:
         self._issuer = issuer
+        self._rar_types = rar_types
         self._interval = interval
         self._default_expiry = default_expiry
         self._max_expiry = max_requested_expiry
@@ -183,12 +223,14 @@ class CibaBook:
                 raise _invalid_request(
                     f"requested_expiry must be between 1 and {self._max_expiry} seconds"
                 )
-        details = None
-        if params.get("authorization_details"):
-            details = _parse_rar(params["authorization_details"])
         audience = params.get("audience") or None
         if audience is not None and audience not in audiences:
             raise CibaError("access_denied", f"Service not found: {audience}", 403)
+        details = None
+        if params.get("authorization_details"):
+            if audience is None:
+                raise _invalid_request("authorization_details need an audience (types are per API)")
+            details = _parse_rar(params["authorization_details"], self._rar_types)
         self._check_user_cap(user_id, mono)
         request = CibaRequest(
             auth_req_id=secrets.token_urlsafe(48),  # 64 URL-safe characters, like Auth0's

@@ -1,11 +1,13 @@
 """Registered clients and client authentication at ``/bc-authorize`` and ``/oauth/token``.
 
-Owns the two clients (the Aegis application and the Management API machine client), their
-secrets, and the three authentication methods of ``reference/auth0-protocol.md`` §1:
-``client_secret_post``, ``client_secret_basic`` and ``private_key_jwt`` (assertion rules: alg
-from the allowed set, ``iss`` = ``sub`` = client id, ``aud`` = issuer with trailing slash,
-lifetime at most 5 minutes, one-time ``jti``). Also the ``clients.toml`` text for the state
-dir. Wall-clock ``now`` is passed in; no I/O here.
+Owns the three clients (the Aegis application, the Management API machine client, and the
+Custom API Client of the demo API: ``app_type`` ``resource_server`` linked to its audience, the
+only client Auth0 lets exchange that API's access tokens at Token Vault), their secrets, and
+the three authentication methods of ``reference/auth0-protocol.md`` §1: ``client_secret_post``,
+``client_secret_basic`` and ``private_key_jwt`` (assertion rules: alg from the allowed set,
+``iss`` = ``sub`` = client id, ``aud`` = issuer with trailing slash, lifetime at most 5
+minutes, one-time ``jti``). Also the ``clients.toml`` text for the state dir. Wall-clock
+``now`` is passed in; no I/O here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ import jwt
 
 from aegisd.devtenant.toml_text import toml_value
 
-__all__ = ["Client", "ClientAuthError", "ClientRegistry", "new_clients"]
+__all__ = ["Client", "ClientAuthError", "ClientKind", "ClientRegistry", "new_clients"]
+
+ClientKind = Literal["app", "mgmt", "resource_server"]
+_KINDS: Final[tuple[ClientKind, ...]] = ("app", "mgmt", "resource_server")
 
 ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_ALGS: Final = ["RS256", "RS384", "PS256"]
@@ -36,7 +41,7 @@ _SKEW: Final = 10.0
 class Client:
     client_id: str
     client_secret: str
-    kind: Literal["app", "mgmt"]
+    kind: ClientKind
     public_key_pem: str | None = None
 
 
@@ -54,21 +59,19 @@ def _invalid_client(description: str = "Client authentication failed") -> Client
     return ClientAuthError("invalid_client", description, 401)
 
 
+def new_client(kind: ClientKind, public_key_pem: str | None = None) -> Client:
+    """One client of ``kind`` with a random id and secret."""
+    return Client(
+        client_id=secrets.token_urlsafe(24),
+        client_secret=secrets.token_urlsafe(48),
+        kind=kind,
+        public_key_pem=public_key_pem if kind == "app" else None,
+    )
+
+
 def new_clients(public_key_pem: str | None = None) -> list[Client]:
-    """A fresh Aegis application client and Management API client with random secrets."""
-    return [
-        Client(
-            client_id=secrets.token_urlsafe(24),
-            client_secret=secrets.token_urlsafe(48),
-            kind="app",
-            public_key_pem=public_key_pem,
-        ),
-        Client(
-            client_id=secrets.token_urlsafe(24),
-            client_secret=secrets.token_urlsafe(48),
-            kind="mgmt",
-        ),
-    ]
+    """A fresh Aegis application, Management API client and Custom API Client."""
+    return [new_client(kind, public_key_pem) for kind in _KINDS]
 
 
 @final
@@ -80,7 +83,7 @@ class ClientRegistry:
         self._issuer = issuer
         self._seen_jti: dict[str, float] = {}  # jti -> exp; one-time use until it expires
 
-    def by_kind(self, kind: Literal["app", "mgmt"]) -> Client:
+    def by_kind(self, kind: ClientKind) -> Client:
         return next(c for c in self._clients.values() if c.kind == kind)
 
     def all(self) -> list[Client]:
@@ -219,13 +222,24 @@ class ClientRegistry:
                 Client(
                     client_id=str(c["client_id"]),
                     client_secret=str(c["client_secret"]),
-                    kind="app" if c["kind"] == "app" else "mgmt",
+                    kind=_kind(c["kind"]),
                     public_key_pem=public_key_pem if c["kind"] == "app" else None,
                 )
                 for c in raw.get("clients", [])
             ]
-        except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"clients.toml is not valid: {exc}") from None
-        if sorted(c.kind for c in clients) != ["app", "mgmt"]:
-            raise ValueError("clients.toml must hold one app and one mgmt client")
+        kinds = sorted(c.kind for c in clients)
+        if kinds == ["app", "mgmt"]:
+            # a state dir from before the Custom API Client existed: give it one
+            clients.append(new_client("resource_server"))
+        elif kinds != sorted(_KINDS):
+            raise ValueError("clients.toml must hold one app, one mgmt and one resource_server")
         return clients
+
+
+def _kind(value: object) -> ClientKind:
+    for kind in _KINDS:
+        if value == kind:
+            return kind
+    raise ValueError(f"unknown client kind {str(value)[:20]!r}")

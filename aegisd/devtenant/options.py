@@ -80,6 +80,9 @@ class DevTenantOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         slow_down_tolerance: seconds a poll may come early without ``slow_down``.
         ciba_per_user_per_minute: Auth0's per-user cap on CIBA starts; ``None`` disables it.
         api_audience: the one registered API; CIBA access tokens for it are RS256 JWTs.
+        rar_types: ``authorization_details`` types registered on that API.
+        rar_omits_id_token: approvals of RAR requests come without an ``id_token``, as
+            Auth0's RAR token-response sample shows (``[?]``: the default sends one).
         user_id, user_email: the approver created in a fresh tenant (with GitHub and Google
             accounts connected).
         id_token_ttl, access_token_ttl, mgmt_token_ttl, provider_token_ttl: lifetimes in s.
@@ -88,8 +91,9 @@ class DevTenantOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         client_public_key_pem: a registered RSA public key that enables ``private_key_jwt``
             for the Aegis client.
         vault_enabled: ``False`` refuses every Token Vault exchange (403).
-        vault_refuses_opaque: Token Vault refuses opaque CIBA access tokens (401), forcing the
-            Management API fallback; JWT access tokens and refresh tokens still work.
+        vault_refuses_opaque: Token Vault refuses opaque CIBA access tokens (401), as Auth0
+            does (their audience is ``/userinfo``: no Custom API Client is linked to it);
+            ``False`` accepts them from the application, only for old experiments.
         vault_omits_scope: leave ``scope`` out of Token Vault answers (Auth0 may, ``[?]``).
         mgmt_scopes: scopes granted to the Management API client.
         mgmt_identity_tokens: ``identities[]`` carry ``access_token``; ``False`` models a
@@ -110,6 +114,10 @@ class DevTenantOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     slow_down_tolerance: float = 0.2
     ciba_per_user_per_minute: int | None = 5
     api_audience: str = DEFAULT_API_AUDIENCE
+    rar_types: list[str] = msgspec.field(
+        default_factory=lambda: ["urn:auth0:schemas:authorization-details:v1:aegis"]
+    )
+    rar_omits_id_token: bool = False
     user_id: str = DEFAULT_USER_ID
     user_email: str = "demo@aegis.dev"
     id_token_ttl: int = 36000
@@ -119,7 +127,7 @@ class DevTenantOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     keep_old_key_seconds: float = 600.0
     client_public_key_pem: str | None = None
     vault_enabled: bool = True
-    vault_refuses_opaque: bool = False
+    vault_refuses_opaque: bool = True
     vault_omits_scope: bool = False
     mgmt_scopes: list[str] = msgspec.field(
         default_factory=lambda: ["read:users", "read:user_idp_tokens"]

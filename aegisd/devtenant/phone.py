@@ -11,10 +11,9 @@ binds to loopback and trusts whoever can reach it, which is the point of a dev t
 from __future__ import annotations
 
 import html
-import json
 from importlib import resources
 from string import Template
-from typing import Final, final
+from typing import Any, Final, final
 from urllib.parse import quote
 
 import msgspec
@@ -43,8 +42,7 @@ def _card(req: PendingRequest) -> str:
     if req.audience:
         parts.append(f'<p class="meta">API <code>{esc(req.audience)}</code></p>')
     if req.authorization_details:
-        pretty = json.dumps(req.authorization_details, indent=2, sort_keys=True)
-        parts.append(f'<p class="meta">Details (caller and parameters)</p><pre>{esc(pretty)}</pre>')
+        parts.append(_details(req.authorization_details))
     parts += [
         f'<p class="meta left">{req.seconds_left} s left</p>',
         '<div class="buttons">',
@@ -56,6 +54,25 @@ def _card(req: PendingRequest) -> str:
         "</section>",
     ]
     return "\n".join(parts)
+
+
+def _details(details: list[dict[str, Any]]) -> str:
+    """Guardian's rendering: the instruction, then each displayed property in display_order
+    (``ciba.py`` admitted only that shape)."""
+    esc = html.escape
+    entry = details[0]
+    props = sorted(
+        (p for p in entry.get("properties", []) if p.get("display")),
+        key=lambda p: p.get("display_order", 0),
+    )
+    rows = "".join(
+        f'<tr><th>{esc(str(p["name"]))}</th><td class="rar-value">{esc(str(p["value"]))}</td></tr>'
+        for p in props
+    )
+    return (
+        f'<p class="meta instruction">{esc(str(entry.get("instruction", "")))}</p>'
+        f'<table class="rar">{rows}</table>'
+    )
 
 
 def render_cards(pending: list[PendingRequest]) -> str:

@@ -47,6 +47,8 @@ class DevTenant:
         issuer: ``http://127.0.0.1:PORT/`` (with trailing slash, as Auth0's issuers).
         client_id, client_secret: the Aegis application client.
         mgmt_client_id, mgmt_client_secret: the Management API machine client.
+        api_client_id, api_client_secret: the Custom API Client linked to ``audience`` (the
+            one client allowed to exchange its access tokens at Token Vault).
         user_id: the approver (``login_hint`` sub).
     """
 
@@ -61,6 +63,9 @@ class DevTenant:
         self.client_secret = app.client_secret
         self.mgmt_client_id = mgmt.client_id
         self.mgmt_client_secret = mgmt.client_secret
+        api = tenant.clients.by_kind("resource_server")
+        self.api_client_id = api.client_id
+        self.api_client_secret = api.client_secret
         self.user_id = tenant.options.user_id
 
     @property
@@ -136,6 +141,8 @@ class DevTenant:
             client_secret=self.client_secret,
             mgmt_client_id=self.mgmt_client_id,
             mgmt_client_secret=self.mgmt_client_secret,
+            api_client_id=self.api_client_id,
+            api_client_secret=self.api_client_secret,
             user_id=self.user_id,
             audience=self.audience,
         )

@@ -2,11 +2,11 @@
 
 Owns the text of both files (DESIGN §2 "Dev tenant"): the daemon section with socket and audit
 log under the state dir, the ``[auth0]`` section pointing at the loopback issuer with
-``allow_insecure_http``, the management client, ``env`` secrets, one caller rule for this
-Python, and the demo policy (``demo.read``, ``demo.delete``, ``demo.token``). Every string goes
-through ``toml_text`` so paths with quotes or backslashes stay valid TOML; the result must parse
-with ``aegisd.config.parse_config``. Writing is atomic, ``secrets.env`` is 0600. This module
-must not start anything or talk to the network.
+``allow_insecure_http``, the management client, the Custom API Client for Token Vault, ``env``
+secrets, one caller rule for this Python, and the demo policy (``demo.read``, ``demo.delete``,
+``demo.token``). Every string goes through ``toml_text`` so paths with quotes or backslashes
+stay valid TOML; the result must parse with ``aegisd.config.parse_config``. Writing is atomic,
+``secrets.env`` is 0600. This module must not start anything or talk to the network.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class TenantFacts:
     client_secret: str
     mgmt_client_id: str
     mgmt_client_secret: str
+    api_client_id: str
+    api_client_secret: str
     user_id: str
     audience: str
 
@@ -93,6 +95,9 @@ def render_aegisd_toml(
         },
     )
     lines += _section(["auth0", "management"], {"client_id": facts.mgmt_client_id})
+    # The documented Token Vault path: the JWT CIBA token (audience above) is exchanged by
+    # the Custom API Client linked to that audience (docs/AUTH0.md).
+    lines += _section(["auth0", "token_vault"], {"client_id": facts.api_client_id})
     lines += _section(["secrets"], {"backend": "env"})
     lines += [
         "[[callers]]",
@@ -144,6 +149,7 @@ def render_secrets_env(facts: TenantFacts) -> str:
     return (
         f"{env_var_name('auth0_client_secret')}={facts.client_secret}\n"
         f"{env_var_name('management_client_secret')}={facts.mgmt_client_secret}\n"
+        f"{env_var_name('token_vault_client_secret')}={facts.api_client_secret}\n"
     )
 
 

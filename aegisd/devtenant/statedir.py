@@ -94,9 +94,11 @@ def load_state(options: DevTenantOptions, *, wall: float) -> LoadedState:
         write_private(key_path, keys.private_pem())
     clients_path = state_dir / CLIENTS_FILE
     if clients_path.exists():
-        clients = ClientRegistry.clients_from_toml(
-            clients_path.read_text("utf-8"), options.client_public_key_pem
-        )
+        text = clients_path.read_text("utf-8")
+        clients = ClientRegistry.clients_from_toml(text, options.client_public_key_pem)
+        upgraded = ClientRegistry(clients, issuer="").to_toml()
+        if text.count("[[clients]]") != len(clients):  # a Custom API Client was added
+            write_private(clients_path, upgraded.encode())
     else:
         clients = new_clients(options.client_public_key_pem)
         # the issuer only matters for assertions, not for the file

@@ -24,7 +24,8 @@ class TenantStats:
         ciba_tokens: successful CIBA polls (tokens issued).
         token_vault_exchanges: Token Vault exchange attempts; ``token_vault_ok`` succeeded,
             ``token_vault_refused`` got a 4xx.
-        vault_scope_params: exchanges that carried a ``scope`` (Auth0 expects none).
+        vault_scope_params: exchanges that carried the (Early Access) ``scope`` parameter.
+        revocations: ``/oauth/revoke`` requests that revoked a refresh token.
         client_credentials: Management API token grants.
         mgmt_calls: Management API requests under ``/api/v2/``.
         discovery, jwks: fetches of the two documents.
@@ -44,6 +45,7 @@ class TenantStats:
     token_vault_ok: int = 0
     token_vault_refused: int = 0
     vault_scope_params: int = 0
+    revocations: int = 0
     client_credentials: int = 0
     mgmt_calls: int = 0
     discovery: int = 0
@@ -72,6 +74,7 @@ class TenantStats:
             "token_vault_ok": self.token_vault_ok,
             "token_vault_refused": self.token_vault_refused,
             "vault_scope_params": self.vault_scope_params,
+            "revocations": self.revocations,
             "client_credentials": self.client_credentials,
             "mgmt_calls": self.mgmt_calls,
             "discovery": self.discovery,

@@ -57,6 +57,7 @@ class Tenant:
             per_user_per_minute=options.ciba_per_user_per_minute,
             slow_down_enforced=options.slow_down_enforced,
             slow_down_tolerance=options.slow_down_tolerance,
+            rar_types=frozenset(options.rar_types),
         )
         self.tokens = TokenMint(
             self.keys,
@@ -64,6 +65,7 @@ class Tenant:
             id_token_ttl=options.id_token_ttl,
             access_token_ttl=options.access_token_ttl,
             mgmt_token_ttl=options.mgmt_token_ttl,
+            rar_omits_id_token=options.rar_omits_id_token,
         )
         self.stats = TenantStats()
         self.faults = FaultState(options.faults, seed=options.seed, injected=self.stats.faults)

@@ -50,12 +50,14 @@ class TokenMint:
         id_token_ttl: int,
         access_token_ttl: int,
         mgmt_token_ttl: int,
+        rar_omits_id_token: bool = False,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._id_ttl = id_token_ttl
         self._access_ttl = access_token_ttl
         self._mgmt_ttl = mgmt_token_ttl
+        self._rar_omits_id_token = rar_omits_id_token
         self._opaque: dict[str, AccessGrant] = {}
         self._refresh: dict[str, RefreshGrant] = {}
         self._issued: list[str] = []
@@ -114,6 +116,8 @@ class TokenMint:
             "token_type": "Bearer",
         }
         self._issued += [access_token, id_token]
+        if request.authorization_details is not None and self._rar_omits_id_token:
+            del answer["id_token"]  # Auth0's RAR token-response sample has none
         if "offline_access" in request.scope:
             refresh_token = secrets.token_urlsafe(48)
             self._refresh[refresh_token] = RefreshGrant(
@@ -164,6 +168,14 @@ class TokenMint:
 
     def refresh_grant(self, token: str) -> RefreshGrant | None:
         return self._refresh.get(token)
+
+    def revoke_refresh(self, token: str, *, client_id: str) -> bool:
+        """Forget a refresh token of ``client_id``; ``False`` if it was not one."""
+        grant = self._refresh.get(token)
+        if grant is None or grant.client_id != client_id:
+            return False
+        del self._refresh[token]
+        return True
 
     def verify(self, token: str, *, mono: float, wall: float, audience: str) -> dict[str, Any]:
         """Claims of a JWT we signed for ``audience``.

@@ -8,7 +8,9 @@ command line or in an environment variable; errors travel as ``AegisError`` to `
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from pathlib import Path
 
 import click
 import httpx
@@ -53,7 +55,39 @@ def auth0() -> None:
 )
 @click.option(
     "--action-domain",
-    help="Canonical tenant domain the Action calls. Default: [auth0] domain.",
+    help=(
+        "Canonical tenant domain (TENANT.REGION.auth0.com) the Action calls, also behind a "
+        "custom domain. Default: [auth0] tenant_domain, or a *.auth0.com [auth0] domain."
+    ),
+)
+@click.option(
+    "--primary-user-id",
+    help="The one user side identities are linked into. Default: [auth0] user_id.",
+)
+@click.option(
+    "--link-connections",
+    default="",
+    help=(
+        "Comma-separated connection names whose logins may be linked (e.g. email,corp-sso). "
+        "Empty: the Action links nothing (fail closed)."
+    ),
+)
+@click.option(
+    "--link-mode",
+    type=click.Choice(["verified_email", "reauthenticate"]),
+    default="verified_email",
+    show_default=True,
+    help="How both accounts are proven: a verified equal email, or Auth0's redirect pattern.",
+)
+@click.option(
+    "--link-redirect-url",
+    default="",
+    help="reauthenticate mode: the https page where the person signs in to the primary.",
+)
+@click.option(
+    "--link-session-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="reauthenticate mode: a file holding the secret shared with that page (not argv).",
 )
 @click.option(
     "--build-timeout",
@@ -69,6 +103,11 @@ def deploy_action(
     name: str,
     action_client_id: str | None,
     action_domain: str | None,
+    primary_user_id: str | None,
+    link_connections: str,
+    link_mode: str,
+    link_redirect_url: str,
+    link_session_secret_file: Path | None,
     build_timeout: float,
     dry_run: bool,
 ) -> None:
@@ -76,8 +115,10 @@ def deploy_action(
 
     Works on the Auth0 tenant directly, not through aegisd. The [auth0.management] app
     deploys (scopes create:actions read:actions update:actions); its secret comes from the
-    secret store (management_client_secret). Existing post-login bindings are kept; the
-    Action is put first. See docs/POST_LOGIN_ACTION.md.
+    secret store (management_client_secret). Every secret the Action reads is set from these
+    options on each deploy; an Action holding other secrets is refused (Auth0 would delete
+    them). Existing post-login bindings are kept; the Action is put first. See
+    docs/POST_LOGIN_ACTION.md.
     """
     cfg = cli.load_config()
     target = management_target(cfg)
@@ -89,12 +130,25 @@ def deploy_action(
         return
     domain = action_domain or default_action_domain(cfg)
     if not domain:
-        raise ConfigError("set [auth0] domain or pass --action-domain")
+        raise ConfigError(
+            "the canonical tenant domain is unknown: set [auth0] tenant_domain or pass "
+            "--action-domain TENANT.REGION.auth0.com"
+        )
+    primary = primary_user_id or (cfg.auth0.user_id if cfg.auth0 is not None else "")
     client_id = action_client_id or target.client_id
+    session_secret = _read_secret_file(link_session_secret_file)
     action_secret = _read_action_secret(client_id) if client_id != target.client_id else None
-    result = trio.run(
-        _deploy, cfg, target, name, code, domain, client_id, action_secret, build_timeout
+    wanted = ActionSecrets(
+        domain=domain,
+        client_id=client_id,
+        client_secret="",  # filled in by _deploy from the store or the prompt
+        primary_user_id=primary,
+        link_connections=tuple(c.strip() for c in link_connections.split(",") if c.strip()),
+        link_mode="reauthenticate" if link_mode == "reauthenticate" else "verified_email",
+        link_redirect_url=link_redirect_url,
+        link_session_secret=session_secret,
     )
+    result = trio.run(_deploy, cfg, target, name, code, wanted, action_secret, build_timeout)
     verb = "created" if result.created else "updated"
     bound = "bound to post-login" if result.binding_added else "already bound to post-login"
     click.echo(f"done: Action {name!r} {verb}, deployed, {bound} (id {result.action_id})")
@@ -113,21 +167,31 @@ def _read_action_secret(client_id: str) -> str:
     return value
 
 
+def _read_secret_file(path: Path | None) -> str:
+    """A secret from a file the person controls: never argv or the environment."""
+    if path is None:
+        return ""
+    try:
+        value = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise SecretsUnavailable(f"cannot read {path} ({exc.strerror})") from None
+    if not value:
+        raise SecretsUnavailable(f"{path} is empty")
+    return value
+
+
 async def _deploy(
     cfg: Config,
     target: ManagementTarget,
     name: str,
     code: str,
-    domain: str,
-    client_id: str,
+    wanted: ActionSecrets,
     action_secret: str | None,
     build_timeout: float,
 ) -> DeployResult:
     store = open_secret_store(cfg.secrets)
     mgmt_secret = await store.get("management_client_secret")
-    secrets = ActionSecrets(
-        domain=domain, client_id=client_id, client_secret=action_secret or mgmt_secret
-    )
+    secrets = dataclasses.replace(wanted, client_secret=action_secret or mgmt_secret)
     timeout = cfg.auth0.http_timeout if cfg.auth0 is not None else 10.0
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http:
         deployer = ActionDeployer(http, target, report=click.echo, build_timeout=build_timeout)

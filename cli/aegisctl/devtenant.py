@@ -54,9 +54,11 @@ __all__ = ["dev_tenant"]
     help="Approve every request this many milliseconds after it starts.",
 )
 @click.option(
-    "--vault-refuses-opaque",
-    is_flag=True,
-    help="Token Vault refuses opaque CIBA tokens (forces the Management API fallback).",
+    "--vault-refuses-opaque/--vault-accepts-opaque",
+    default=True,
+    show_default=True,
+    help="Token Vault refuses opaque CIBA access tokens, as Auth0 does (no Custom API Client "
+    "can be linked to /userinfo); accepting them is only for old experiments.",
 )
 @click.option("--quiet", is_flag=True, help="Do not log one line per request on stderr.")
 @click.pass_context

@@ -9,10 +9,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from aegisd.auth0.client import Auth0Client
-from aegisd.config import Auth0Config, ManagementConfig
+from aegisd.config import Auth0Config, ManagementConfig, TokenVaultClientConfig
 from aegisd.secrets import MemorySecretStore
 
 from .fake_auth0 import (
+    API_ID,
+    API_SECRET,
     APP_ID,
     APP_SECRET,
     DOMAIN,
@@ -47,6 +49,7 @@ def secrets(client_key: RSAPrivateKey) -> MemorySecretStore:
         {
             "auth0_client_secret": APP_SECRET,
             "management_client_secret": MGMT_SECRET,
+            "token_vault_client_secret": API_SECRET,
             "auth0_private_key": private_pem(client_key),
         }
     )
@@ -59,6 +62,7 @@ def make_config(**over: object) -> Auth0Config:
         "user_id": USER_ID,
         "requested_expiry": 120,
         "management": ManagementConfig(client_id=MGMT_ID),
+        "token_vault": TokenVaultClientConfig(client_id=API_ID),
     }
     base.update(over)
     return Auth0Config(**base)  # type: ignore[arg-type]

@@ -35,13 +35,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 WALL0 = 1_800_000_000.0
-DOMAIN = "tenant.example.com"
+DOMAIN = "tenant.example.eu.auth0.com"
 ISSUER = f"https://{DOMAIN}/"
 USER_ID = "auth0|approver-1"
 APP_ID = "app-client-id"
 APP_SECRET = "APP-SECRET-4b1f9c2e7d"
 MGMT_ID = "mgmt-client-id"
 MGMT_SECRET = "MGMT-SECRET-93ad0e11"
+API_ID = "custom-api-client-id"  # the Custom API Client linked to AUDIENCE (reference §11)
+API_SECRET = "API-SECRET-5c2d77aa01"
 AUDIENCE = "https://aegis.example/api"
 CIBA_GRANT = "urn:openid:params:grant-type:ciba"
 TV_GRANT = "urn:auth0:params:oauth:grant-type:token-exchange:federated-connection-access-token"
@@ -107,6 +109,7 @@ class CibaRequest:
     scope: str
     binding_message: str
     audience: str | None
+    details: str | None = None
     decision: Literal["approve", "deny"] | None = None
     decided_at: float | None = None
     last_poll: float | None = None
@@ -152,12 +155,20 @@ class FakeAuth0:
         self.client_auth: str = "client_secret_post"
         self.vault_omit_scope = False
         self.vault_refuses = False
+        self.vault_granted = "repo read:user"  # what the person granted when connecting
+        self.revoke_status = 200
+        self.revoked: list[str] = []
+        self.custom_domain: str | None = None  # a host that also serves this tenant
+        self.issuer_override: str | None = None  # the issuer as seen through custom_domain
+        self.grant_filter: set[str] = set()  # scopes RBAC leaves out of CIBA tokens
+        self.email_channel = False  # the application enables async_approval email
+        self.rar_omits_id_token = False  # Auth0's RAR token-response sample has no id_token
         self.identity_has_token = True
         self.identity_numeric_id = True
         self.mgmt_token_ttl = 86400
         self.mgmt_scope = "read:users read:user_idp_tokens"
         self.mgmt_latency = 0.0
-        self.mgmt_audience = f"{ISSUER}api/v2/"
+        self.mgmt_audience = f"{ISSUER}api/v2/"  # the canonical domain, always
         self.id_token_factory: Callable[[dict[str, object]], str] | None = None
         self.discovery_overrides: dict[str, object] = {}
         self.requests: dict[str, CibaRequest] = {}
@@ -168,6 +179,10 @@ class FakeAuth0:
         self.counts: dict[str, int] = defaultdict(int)
         self.seen_jti: set[str] = set()
         self.transport = httpx.MockTransport(self.handle)
+
+    @property
+    def issuer(self) -> str:
+        return self.issuer_override or ISSUER
 
     # ---- control ------------------------------------------------------------------------
 
@@ -208,7 +223,7 @@ class FakeAuth0:
     def id_claims(self, **over: object) -> dict[str, object]:
         now = int(wall())
         claims: dict[str, object] = {
-            "iss": ISSUER,
+            "iss": self.issuer,
             "aud": APP_ID,
             "sub": USER_ID,
             "iat": now,
@@ -227,12 +242,12 @@ class FakeAuth0:
 
     def discovery(self) -> dict[str, object]:
         doc: dict[str, object] = {
-            "issuer": ISSUER,
-            "authorization_endpoint": f"{ISSUER}authorize",
-            "token_endpoint": f"{ISSUER}oauth/token",
-            "userinfo_endpoint": f"{ISSUER}userinfo",
-            "jwks_uri": f"{ISSUER}.well-known/jwks.json",
-            "backchannel_authentication_endpoint": f"{ISSUER}bc-authorize",
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{self.issuer}authorize",
+            "token_endpoint": f"{self.issuer}oauth/token",
+            "userinfo_endpoint": f"{self.issuer}userinfo",
+            "jwks_uri": f"{self.issuer}.well-known/jwks.json",
+            "backchannel_authentication_endpoint": f"{self.issuer}bc-authorize",
             "backchannel_token_delivery_modes_supported": ["poll"],
             "token_endpoint_auth_methods_supported": [
                 "client_secret_basic",
@@ -253,7 +268,8 @@ class FakeAuth0:
         if request.method == "POST":
             body = request.content.decode()
             ctype = request.headers.get("content-type", "")
-            assert ctype.startswith("application/x-www-form-urlencoded"), ctype
+            # an empty form (client_secret_basic with no other field) has no content type
+            assert not body or ctype.startswith("application/x-www-form-urlencoded"), ctype
             form = dict(parse_qsl(body, keep_blank_values=True))
         raw_path = request.url.raw_path.decode().split("?")[0]
         self.recorded.append(
@@ -275,7 +291,7 @@ class FakeAuth0:
             if isinstance(fault, httpx.Response):
                 return fault
             return await fault(request)
-        assert request.url.host == DOMAIN
+        assert request.url.host in (DOMAIN, self.custom_domain)
         if path == "/.well-known/openid-configuration":
             return httpx.Response(200, json=self.discovery())
         if path == "/.well-known/jwks.json":
@@ -284,18 +300,21 @@ class FakeAuth0:
             return self._bc_authorize(request, form)
         if path == "/oauth/token":
             return await self._token(request, form)
+        if path == "/oauth/revoke":
+            return self._revoke(request, form)
         if path.startswith("/api/v2/users/"):
             return await self._get_user(request, raw_path)
         return httpx.Response(404, json={"error": "not_found"})
 
     def _client(self, request: httpx.Request, form: dict[str, str]) -> str | None:
         """Authenticate the client (reference §1 table); ``None`` when it fails."""
-        secrets_ = {APP_ID: APP_SECRET, MGMT_ID: MGMT_SECRET}
+        secrets_ = {APP_ID: APP_SECRET, MGMT_ID: MGMT_SECRET, API_ID: API_SECRET}
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("basic "):
             cid, _, sec = base64.b64decode(auth[6:]).decode().partition(":")
             cid, sec = unquote(cid), unquote(sec)
             assert "client_secret" not in form, "secret must not be in the body with basic"
+            assert "client_id" not in form, "basic: the id travels in the header only"
             return cid if secrets_.get(cid) == sec else None
         if "client_assertion" in form:
             assert form["client_assertion_type"] == ASSERTION_TYPE
@@ -307,7 +326,7 @@ class FakeAuth0:
                     form["client_assertion"],
                     public_pem(self.client_key),
                     algorithms=["RS256", "PS256"],
-                    audience=ISSUER,
+                    audience=self.issuer,
                     options={"verify_exp": False, "verify_iat": False},
                 )
             except jwt.PyJWTError:
@@ -327,12 +346,13 @@ class FakeAuth0:
         if "openid" not in form.get("scope", "").split():
             return oauth_error(400, "invalid_request", "openid scope must be requested")
         hint = json.loads(form["login_hint"])
-        assert hint == {"format": "iss_sub", "iss": ISSUER, "sub": hint["sub"]}
+        assert hint == {"format": "iss_sub", "iss": self.issuer, "sub": hint["sub"]}
         if hint["sub"] != USER_ID:
             return oauth_error(400, "unknown_user_id", "User ID is malformed or unknown")
         assert _BINDING.fullmatch(form["binding_message"]), form["binding_message"]
         expiry = int(form.get("requested_expiry", "300"))
-        assert 1 <= expiry <= 300
+        # 301..259200 selects the email channel, when the application enables it (§11)
+        assert 1 <= expiry <= (259200 if self.email_channel else 300)
         req = CibaRequest(
             auth_req_id=secrets.token_urlsafe(48),
             created=trio.current_time(),
@@ -341,6 +361,7 @@ class FakeAuth0:
             scope=form["scope"],
             binding_message=form["binding_message"],
             audience=form.get("audience"),
+            details=form.get("authorization_details"),
         )
         if self.auto_decision:
             req.decision = self.auto_decision
@@ -359,7 +380,7 @@ class FakeAuth0:
         if grant == CIBA_GRANT:
             return await self._poll(form)
         if grant == TV_GRANT:
-            return self._exchange(form)
+            return self._exchange(form, client)
         if grant == "client_credentials":
             if self.mgmt_latency:
                 await trio.sleep(self.mgmt_latency)
@@ -421,17 +442,20 @@ class FakeAuth0:
         finally:
             req.in_flight -= 1
 
+    def _granted(self, scope: str) -> str:
+        return " ".join(s for s in scope.split() if s not in self.grant_filter)
+
     def _tokens(self, req: CibaRequest) -> dict[str, object]:
         if req.audience:
             access_token = self.sign(
                 {
-                    "iss": ISSUER,
-                    "aud": [req.audience, f"{ISSUER}userinfo"],
+                    "iss": self.issuer,
+                    "aud": [req.audience, f"{self.issuer}userinfo"],
                     "sub": USER_ID,
                     "azp": APP_ID,
                     "iat": int(wall()),
                     "exp": int(wall()) + 86400,
-                    "scope": req.scope,
+                    "scope": self._granted(req.scope),
                 }
             )
         else:
@@ -443,17 +467,32 @@ class FakeAuth0:
             "access_token": access_token,
             "id_token": id_token,
             "expires_in": 86400,
-            "scope": req.scope,
+            "scope": self._granted(req.scope),
             "token_type": "Bearer",
         }
+        if req.details is not None:
+            body["authorization_details"] = json.loads(req.details)
+            if self.rar_omits_id_token:
+                del body["id_token"]
         if "offline_access" in req.scope.split():
             rt = "rt-" + secrets.token_urlsafe(16)
             self.refresh_tokens.add(rt)
             body["refresh_token"] = rt
         return body
 
-    def _exchange(self, form: dict[str, str]) -> httpx.Response:
-        assert "scope" not in form, "Token Vault requests carry no scope (reference §3)"
+    def _revoke(self, request: httpx.Request, form: dict[str, str]) -> httpx.Response:
+        """``POST /oauth/revoke``: 200 with an empty body, also for an unknown token."""
+        client = self._client(request, form)
+        if client is None:
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        if self.revoke_status != 200:
+            return oauth_error(self.revoke_status, "invalid_request", "Revocation refused")
+        token = form["token"]
+        self.revoked.append(token)
+        self.refresh_tokens.discard(token)
+        return httpx.Response(200)
+
+    def _exchange(self, form: dict[str, str], client: str) -> httpx.Response:
         assert "audience" not in form
         assert form["requested_token_type"] == TV_REQUESTED
         assert form["connection"]
@@ -461,12 +500,10 @@ class FakeAuth0:
             return oauth_error(403, "unauthorized_client", "Client is not allowed")
         kind, token = form["subject_token_type"], form["subject_token"]
         if kind == SUBJECT_RT:
-            if token not in self.refresh_tokens:
+            if token not in self.refresh_tokens or client != APP_ID:
                 return oauth_error(401, "invalid_grant", "Invalid refresh token")
         elif kind == SUBJECT_AT:
-            if token.count(".") != 2:
-                # an opaque CIBA token's audience is /userinfo: no Custom API Client matches
-                return oauth_error(401, "invalid_request", "Invalid subject token")
+            assert token.count(".") == 2, "an opaque token must never reach Token Vault"
             try:
                 jwt.decode(
                     token,
@@ -477,6 +514,9 @@ class FakeAuth0:
                 )
             except jwt.PyJWTError:
                 return oauth_error(401, "invalid_grant", "Invalid subject token")
+            if client != API_ID:
+                # only the Custom API Client linked to the token's audience may exchange it
+                return oauth_error(403, "unauthorized_client", "Client is not the API's client")
         else:
             return oauth_error(400, "invalid_request", "Unsupported subject_token_type")
         body: dict[str, object] = {
@@ -485,8 +525,12 @@ class FakeAuth0:
             "issued_token_type": TV_REQUESTED,
             "token_type": "Bearer",
         }
-        if not self.vault_omit_scope:
-            body["scope"] = "repo read:user"
+        granted = self.vault_granted.split()
+        asked = form.get("scope", "").split()
+        # Early Access scope (reference §11): a scope field only when it differs from the ask
+        issued = [s for s in asked if s in granted] if asked else granted
+        if not self.vault_omit_scope and (not asked or issued != asked):
+            body["scope"] = " ".join(issued)
         return httpx.Response(200, json=body)
 
     async def _get_user(self, request: httpx.Request, raw_path: str) -> httpx.Response:

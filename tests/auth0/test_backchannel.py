@@ -15,6 +15,7 @@ import trio
 from trio.testing import MockClock
 
 from aegisd.auth0.client import Auth0Client
+from aegisd.auth0.rar import guardian_details
 from aegisd.errors import (
     AegisError,
     ApprovalDenied,
@@ -112,6 +113,40 @@ async def test_rar_is_not_sent_unless_enabled(
 ) -> None:
     await make_client().start_approval(binding_message=MSG, authorization_details=[{"type": "x"}])
     assert "authorization_details" not in fake.calls(BC)[0].form
+
+
+@pytest.mark.parametrize("omit", [False, True], ids=["with-id-token", "without-id-token"])
+async def test_rar_approval_with_or_without_an_id_token(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0, omit: bool
+) -> None:
+    fake.auto_decision, fake.rar_omits_id_token = "approve", omit
+    details = guardian_details(
+        action="a.b", binding_message=MSG, caller="c", exe="/bin/x", pid=7, params={"p": "v"}
+    )
+    client = make_client(audience=AUDIENCE, authorization_details=True)
+    start = await client.start_approval(binding_message=MSG, authorization_details=details)
+    approval = await client.wait_approval(start)
+    assert approval.sub == USER_ID  # verified from the ID token, or the addressed approver
+    assert approval.id_token_verified is not omit
+    assert approval.authorization_details == details
+    assert (approval.id_token_claims == {}) is omit
+
+
+async def test_approval_without_an_id_token_is_refused_without_rar(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    fake.auto_decision = "approve"
+    fake.id_token_factory = lambda claims: ""  # Auth0 sent none
+    with pytest.raises(UpstreamError, match="id_token"):
+        await start_and_wait(make_client())
+
+
+async def test_email_channel_allows_a_longer_requested_expiry(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    fake.email_channel = True
+    await make_client(requested_expiry=3600, email_channel=True).start_approval(binding_message=MSG)
+    assert fake.calls(BC)[0].form["requested_expiry"] == "3600"
 
 
 async def test_missing_interval_means_five_seconds(

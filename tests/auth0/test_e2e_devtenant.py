@@ -15,7 +15,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from aegisd.auth0.client import Auth0Client
-from aegisd.config import Auth0Config, CredentialSpec, ManagementConfig
+from aegisd.auth0.rar import guardian_details
+from aegisd.config import Auth0Config, CredentialSpec, ManagementConfig, TokenVaultClientConfig
 from aegisd.devtenant import DevTenantOptions, open_dev_tenant
 from aegisd.devtenant.server import DevTenant
 from aegisd.errors import ApprovalDenied, CredentialUnavailable, RateLimited
@@ -30,7 +31,12 @@ LIMIT = 20.0
 
 @asynccontextmanager
 async def stack(
-    *, audience: bool = False, client_key: RSAPrivateKey | None = None, **options: object
+    *,
+    audience: bool = False,
+    client_key: RSAPrivateKey | None = None,
+    rar: bool = False,
+    scopes: tuple[str, ...] = (),
+    **options: object,
 ) -> AsyncIterator[tuple[DevTenant, Auth0Client]]:
     opts = DevTenantOptions(
         interval=0.2,
@@ -46,11 +52,15 @@ async def stack(
             user_id=tenant.user_id,
             audience=tenant.audience if audience else None,
             requested_expiry=60,
+            authorization_details=rar,
+            scopes=list(scopes),
             management=ManagementConfig(client_id=tenant.mgmt_client_id),
+            token_vault=TokenVaultClientConfig(client_id=tenant.api_client_id),
         )
         secrets = {
             "auth0_client_secret": tenant.client_secret,
             "management_client_secret": tenant.mgmt_client_secret,
+            "token_vault_client_secret": tenant.api_client_secret,
         }
         if client_key:
             secrets["auth0_private_key"] = private_pem(client_key)
@@ -83,6 +93,7 @@ async def test_approve_then_token_vault_with_jwt_access_token() -> None:
             # never faster than the interval: at most one poll per 0.2 s elapsed
             assert 1 <= stats.polls[start.auth_req_id] <= elapsed / 0.2 + 1
             assert stats.vault_scope_params == 0
+            assert stats.token_vault_ok == 1  # the Custom API Client's exchange, first try
             assert client.state()["discovery"] == "ok"
 
 
@@ -95,20 +106,64 @@ async def test_deny() -> None:
                 await client.wait_approval(start)
 
 
-async def test_opaque_token_falls_back_to_management_api() -> None:
+async def test_opaque_token_is_not_sent_to_token_vault_and_falls_back() -> None:
     with trio.fail_after(LIMIT):
-        async with stack(vault_refuses_opaque=True, auto_approve_ms=200) as (tenant, client):
+        async with stack(auto_approve_ms=200) as (tenant, client):
             approval = await client.wait_approval(await client.start_approval(binding_message=MSG))
             cred = await client.obtain_credential(GITHUB, approval)
             assert cred.path == "management"
+            assert tenant.stats.token_vault_exchanges == 0
             assert tenant.stats.client_credentials == 1
+
+
+async def test_refresh_token_route_revokes_the_refresh_token() -> None:
+    with trio.fail_after(LIMIT):
+        async with stack(auto_approve_ms=200) as (tenant, client):
+            start = await client.start_approval(binding_message=MSG, offline_access=True)
+            approval = await client.wait_approval(start)
+            assert approval.refresh_token is not None
+            spec = CredentialSpec(kind="token_vault", connection="github", order=["token_vault"])
+            cred = await client.obtain_credential(spec, approval)
+            assert (cred.path, cred.refresh_token_revocation) == ("token_vault", "revoked")
+            assert tenant.stats.revocations == 1
+            with pytest.raises(CredentialUnavailable, match="HTTP 401"):
+                await client.obtain_credential(spec, approval)  # revoked: no standing access
+
+
+@pytest.mark.parametrize("omit_id_token", [False, True])
+async def test_rar_in_guardians_shape_with_and_without_an_id_token(omit_id_token: bool) -> None:
+    details = guardian_details(
+        action="demo.delete",
+        binding_message=MSG,
+        caller="local-python",
+        exe="/usr/bin/python3",
+        pid=4242,
+        params={"repo": "aegis-demo"},
+    )
+    with trio.fail_after(LIMIT):
+        async with stack(
+            audience=True, rar=True, auto_approve_ms=200, rar_omits_id_token=omit_id_token
+        ) as (tenant, client):
+            start = await client.start_approval(binding_message=MSG, authorization_details=details)
+            approval = await client.wait_approval(start)
+            assert approval.sub == tenant.user_id
+            assert approval.id_token_verified is not omit_id_token
+            assert approval.authorization_details == details
+
+
+async def test_ciba_token_scopes_reach_the_tenant() -> None:
+    with trio.fail_after(LIMIT):
+        async with stack(audience=True, auto_approve_ms=200, scopes=("read:repos",)) as (_, c):
+            start = await c.start_approval(binding_message=MSG, scopes=["delete:repos"])
+            approval = await c.wait_approval(start)
+            spec = CredentialSpec(kind="ciba_token", scopes=["delete:repos"])
+            cred = await c.obtain_credential(spec, approval)
+            assert cred.scope.split() == ["openid", "read:repos", "delete:repos"]
 
 
 async def test_connection_with_token_vault_enabled_has_no_identity_token() -> None:
     with trio.fail_after(LIMIT):
-        async with stack(
-            vault_refuses_opaque=True, mgmt_identity_tokens=False, auto_approve_ms=200
-        ) as (_, client):
+        async with stack(mgmt_identity_tokens=False, auto_approve_ms=200) as (_, client):
             approval = await client.wait_approval(await client.start_approval(binding_message=MSG))
             with pytest.raises(CredentialUnavailable, match="no longer"):
                 await client.obtain_credential(GITHUB, approval)

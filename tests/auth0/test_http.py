@@ -225,6 +225,7 @@ async def test_client_secret_basic(
     assert reply.error == "unsupported_grant_type"  # authenticated, then the grant was judged
     sent = fake.calls(TOKEN)[0]
     assert "client_secret" not in sent.form
+    assert "client_id" not in sent.form  # RFC 6749 §2.3.1: the header carries it
     user, _, password = base64.b64decode(sent.headers["authorization"][6:]).decode().partition(":")
     assert (user, password) == (APP_ID, APP_SECRET)
 

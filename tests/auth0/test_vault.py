@@ -12,13 +12,17 @@ from trio.testing import MockClock
 from aegisd.auth0.client import Auth0Client, token_fingerprint
 from aegisd.auth0.tokens import Approval, Credential
 from aegisd.config import CredentialSpec, ManagementConfig
-from aegisd.errors import CredentialUnavailable, UpstreamError
+from aegisd.errors import ConfigError, CredentialUnavailable, UpstreamError
 from aegisd.secrets import MemorySecretStore
 
 from .conftest import ClientFactory, make_config
 from .fake_auth0 import (
+    API_ID,
+    API_SECRET,
+    APP_ID,
     APP_SECRET,
     AUDIENCE,
+    DOMAIN,
     MGMT_ID,
     MGMT_SECRET,
     SUBJECT_AT,
@@ -124,17 +128,125 @@ async def test_answer_without_scope_is_accepted(
     assert cred.path == "token_vault" and cred.scope == ""
 
 
-async def test_opaque_ciba_token_goes_to_the_management_fallback(
+async def test_opaque_ciba_token_is_never_sent_to_token_vault(
     autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
 ) -> None:
     client = make_client()  # no audience: the CIBA access token is opaque
     approval = await approve(client, fake)
     cred = await client.obtain_credential(GITHUB, approval)
-    assert len(exchanges(fake)) == 1  # offered once; Token Vault refuses it
+    assert exchanges(fake) == []  # docs/AUTH0.md: an opaque token has no Custom API Client
     assert cred.path == "management"
     assert cred.access_token == "gho_from_identities"
     assert cred.expires_at is None
     assert any("opaque" in r for r in cred.refusals)
+
+
+async def test_access_token_exchange_needs_the_custom_api_client(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE, token_vault=None)
+    cred = await client.obtain_credential(GITHUB, await approve(client, fake))
+    assert exchanges(fake) == []  # the application itself would get 403 at Auth0
+    assert cred.path == "management"
+    assert any("[auth0.token_vault]" in r for r in cred.refusals)
+
+
+async def test_access_token_exchange_is_made_by_the_custom_api_client(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE)
+    await client.obtain_credential(GITHUB, await approve(client, fake))
+    (call,) = [c for c in fake.calls(TOKEN) if c.form.get("grant_type") == TV_GRANT]
+    assert call.form["client_id"] == API_ID and call.form["client_secret"] == API_SECRET
+
+
+async def test_token_vault_scope_parameter_and_a_narrower_answer(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE)
+    spec = CredentialSpec(kind="token_vault", connection="github", scopes=["repo"])
+    cred = await client.obtain_credential(spec, await approve(client, fake))
+    (form,) = exchanges(fake)
+    assert form["scope"] == "repo"
+    assert cred.scope == "repo"  # the answer omitted scope: it is what was asked
+
+
+async def test_token_vault_answer_lacking_a_needed_scope_is_refused_without_fallback(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE)
+    spec = CredentialSpec(kind="token_vault", connection="github", scopes=["repo", "delete_repo"])
+    with pytest.raises(CredentialUnavailable, match="delete_repo"):
+        await client.obtain_credential(spec, await approve(client, fake))
+    assert user_lookups(fake) == 0  # no fallback: its token's scopes could not be checked
+
+
+async def test_ciba_token_scopes_are_requested_and_checked(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE, scopes=["read:repos"])
+    fake.auto_decision, fake.auto_after = "approve", 0.0
+    start = await client.start_approval(binding_message="Go #abcdef", scopes=["write:repos"])
+    (bc,) = fake.calls("/bc-authorize")
+    assert bc.form["scope"] == "openid read:repos write:repos"
+    approval = await client.wait_approval(start)
+    spec = CredentialSpec(kind="ciba_token", scopes=["write:repos"])
+    assert (await client.obtain_credential(spec, approval)).scope == approval.scope
+    fake.grant_filter = {"write:repos"}  # RBAC filtered it out
+    start = await client.start_approval(binding_message="Go #abcdef", scopes=["write:repos"])
+    approval = await client.wait_approval(start)
+    with pytest.raises(CredentialUnavailable, match="write:repos"):
+        await client.obtain_credential(spec, approval)
+
+
+async def test_refresh_token_is_revoked_after_the_exchange(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE)
+    approval = await approve(client, fake, offline=True)
+    assert approval.refresh_token is not None
+    cred = await client.obtain_credential(GITHUB, approval)
+    assert cred.refresh_token_revocation == "revoked"
+    assert fake.revoked == [approval.refresh_token]
+    (call,) = fake.calls("/oauth/revoke")
+    assert call.form["client_id"] == APP_ID and "token_type_hint" not in call.form
+    # the standing credential is gone: a second exchange with it is refused
+    fake.recorded.clear()
+    again = await client.obtain_credential(GITHUB, approval)
+    assert [f["subject_token_type"] for f in exchanges(fake)] == [SUBJECT_RT, SUBJECT_AT]
+    assert again.path == "token_vault"
+
+
+async def test_refresh_token_is_revoked_when_no_credential_came_of_it(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    fake.vault_refuses = True
+    client = make_client(audience=AUDIENCE)
+    approval = await approve(client, fake, offline=True)
+    spec = CredentialSpec(kind="token_vault", connection="github", order=["token_vault"])
+    with pytest.raises(CredentialUnavailable, match="refresh token revoked"):
+        await client.obtain_credential(spec, approval)
+    assert fake.revoked == [approval.refresh_token]
+
+
+async def test_a_failed_revocation_is_reported_not_fatal(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    fake.revoke_status = 400
+    client = make_client(audience=AUDIENCE)
+    approval = await approve(client, fake, offline=True)
+    cred = await client.obtain_credential(GITHUB, approval)
+    assert cred.path == "token_vault"
+    assert cred.refresh_token_revocation == "revocation failed: HTTP 400 invalid_request"
+    assert client.state()["refresh_token_revocations_failed"] == 1
+
+
+async def test_no_revocation_without_a_refresh_token(
+    autojump_clock: MockClock, make_client: ClientFactory, fake: FakeAuth0
+) -> None:
+    client = make_client(audience=AUDIENCE)
+    cred = await client.obtain_credential(GITHUB, await approve(client, fake))
+    assert cred.refresh_token_revocation is None and fake.calls("/oauth/revoke") == []
 
 
 async def test_token_vault_refusal_falls_back_to_management(
@@ -314,7 +426,7 @@ async def test_management_audience_default_and_explicit(
     client = make_client()
     await client.obtain_credential(GITHUB, await approve(client, fake))
     (cc,) = [c for c in fake.calls(TOKEN) if c.form.get("grant_type") == "client_credentials"]
-    assert cc.form["audience"] == "https://tenant.example.com/api/v2/"  # trailing slash
+    assert cc.form["audience"] == f"https://{DOMAIN}/api/v2/"  # trailing slash
     fake.mgmt_audience = "https://canonical.eu.auth0.com/api/v2/"
     client = make_client(
         management=ManagementConfig(client_id=MGMT_ID, audience=fake.mgmt_audience)
@@ -323,6 +435,35 @@ async def test_management_audience_default_and_explicit(
     assert cred.path == "management"
     # the API is still called on the issuer's host (reference §4: custom domains)
     assert all(c.raw_path.startswith("/api/v2/users/") for c in fake.recorded if "users" in c.path)
+
+
+async def test_custom_domain_keeps_the_canonical_domain_in_the_management_audience(
+    autojump_clock: MockClock, http: httpx.AsyncClient, secrets: MemorySecretStore, fake: FakeAuth0
+) -> None:
+    fake.custom_domain = "login.example.org"
+    fake.issuer_override = "https://login.example.org/"
+    client = Auth0Client(
+        make_config(domain="login.example.org", tenant_domain=DOMAIN), secrets, http, now=wall
+    )
+    spec = CredentialSpec(kind="token_vault", connection="github", order=["management"])
+    cred = await client.obtain_credential(spec, await approve(client, fake))
+    assert cred.path == "management"
+    (cc,) = [c for c in fake.calls(TOKEN) if c.form.get("grant_type") == "client_credentials"]
+    assert cc.form["audience"] == f"https://{DOMAIN}/api/v2/"  # not the custom domain
+
+
+async def test_custom_domain_without_tenant_domain_is_a_config_error(
+    http: httpx.AsyncClient, secrets: MemorySecretStore
+) -> None:
+    with pytest.raises(ConfigError, match="tenant_domain"):
+        Auth0Client(make_config(domain="login.example.org"), secrets, http, now=wall)
+    with pytest.raises(ConfigError, match=r"ends in \.auth0\.com"):
+        Auth0Client(
+            make_config(domain="login.example.org", tenant_domain="x.example"),
+            secrets,
+            http,
+            now=wall,
+        )
 
 
 async def test_token_vault_only_order_reports_the_refusal(

@@ -137,9 +137,9 @@ async def test_disconnect_while_pending_withdraws(make_stack) -> None:
 
 
 async def test_vault_refusal_falls_back_to_management_api(make_stack) -> None:
-    # without an audience the CIBA access token is opaque, which Token Vault refuses here
+    # without an audience the CIBA access token is opaque: aegisd does not offer it to Token Vault
     stack: Stack = await make_stack(
-        DevTenantOptions(interval=0.2, vault_refuses_opaque=True),
+        DevTenantOptions(interval=0.2),
         edit=lambda t: "\n".join(x for x in t.splitlines() if not x.startswith("audience")),
     )
     with trio.fail_after(T):
@@ -148,13 +148,13 @@ async def test_vault_refusal_falls_back_to_management_api(make_stack) -> None:
             result = await c.proxy("demo.delete", repo="old-experiments")
     assert result.status == 200
     assert stack.audit_records("credential")[0]["path"] == "management"
-    assert stack.tenant.stats.token_vault_refused == 1  # Token Vault was asked and said no
+    assert stack.tenant.stats.token_vault_exchanges == 0  # an opaque token is never sent
     assert stack.tenant.stats.client_credentials == 1
 
 
 async def test_fallback_without_identity_token_is_credential_unavailable(make_stack) -> None:
     stack: Stack = await make_stack(
-        DevTenantOptions(interval=0.2, vault_refuses_opaque=True, mgmt_identity_tokens=False),
+        DevTenantOptions(interval=0.2, mgmt_identity_tokens=False),
         edit=lambda t: "\n".join(x for x in t.splitlines() if not x.startswith("audience")),
     )
     with trio.fail_after(T):

@@ -74,10 +74,19 @@ async def vault(
     *,
     subject_type: str = SUBJECT_AT,
     connection: str = "github",
+    as_app: bool | None = None,
     **extra: str,
 ) -> httpx.Response:
+    """A Token Vault exchange; by default as Auth0 wants it: a refresh token by the
+    application, an access token by the Custom API Client of its audience."""
+    app = subject_type != SUBJECT_AT if as_app is None else as_app
+    creds = (
+        secret_post(t)
+        if app
+        else {"client_id": t.api_client_id, "client_secret": t.api_client_secret}
+    )
     body = {
-        **secret_post(t),
+        **creds,
         "grant_type": VAULT_GRANT,
         "subject_token": subject_token,
         "subject_token_type": subject_type,

@@ -14,6 +14,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from aegisd.auth0.rar import guardian_details
 from aegisd.devtenant import UnknownRequest, open_dev_tenant
 
 from .helpers import (
@@ -261,24 +262,94 @@ async def test_without_audience_the_access_token_is_opaque() -> None:
 
 
 async def test_offline_access_adds_a_refresh_token_and_rar_is_echoed() -> None:
-    details = [
-        {
-            "type": "urn:auth0:schemas:authorization-details:v1:aegis",
-            "instruction": "Delete repo demo",
-            "properties": {"caller": {"display": True, "name": "Caller", "value": "python"}},
-        }
-    ]
+    details = guardian_details(
+        action="demo.delete",
+        binding_message="Delete repo demo",
+        caller="local-python",
+        exe="/usr/bin/python3.12",
+        pid=4242,
+        params={"repo": "demo"},
+    )
     with trio.fail_after(10):
         async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
             resp = await start(
-                c, t, scope="openid offline_access", authorization_details=json.dumps(details)
+                c,
+                t,
+                scope="openid offline_access",
+                audience=t.audience,
+                authorization_details=json.dumps(details),
             )
             [shown] = t.pending()
+            page = (await c.get("/")).text
             t.approve(resp.json()["auth_req_id"])
             tokens = (await poll(c, t, resp.json()["auth_req_id"])).json()
     assert shown.authorization_details == details
     assert tokens["refresh_token"]
     assert tokens["authorization_details"] == details
+    assert "id_token" in tokens  # rar_omits_id_token models Auth0's RAR sample
+    # the phone renders what Guardian shows: the caller's program and pid, each parameter
+    assert "Delete repo demo" in page
+    for name, value in [("program", "python3.12"), ("pid", "4242"), ("param.repo", "demo")]:
+        assert f'<th>{name}</th><td class="rar-value">{value}</td>' in page
+
+
+def _prop(name: str = "caller", value: str = "python", **over: object) -> dict[str, object]:
+    return {"display": True, "name": name, "display_order": 1, "value": value, **over}
+
+
+@pytest.mark.parametrize(
+    ("entries", "why"),
+    [
+        ([], "1 to 5"),
+        ([{"instruction": "x", "properties": [_prop()]}] * 2, "exactly one"),
+        ([{"properties": [_prop()]}], "instruction"),
+        ([{"instruction": "x", "properties": {"caller": _prop()}}], "1 to 10"),
+        ([{"instruction": "x", "properties": [_prop()] * 11}], "1 to 10"),
+        ([{"instruction": "x", "properties": [{"name": "a", "value": "b"}]}], "display"),
+        ([{"instruction": "x", "properties": [_prop(name="a b")]}], "names"),
+        ([{"instruction": "x", "properties": [_prop(value="v" * 256)]}], "255"),
+        ([{"instruction": "x", "properties": [_prop(display="yes")]}], "boolean"),
+        ([{"type": "urn:x:other", "instruction": "x", "properties": [_prop()]}], "registered"),
+    ],
+)
+async def test_rar_that_guardian_cannot_render_is_refused(
+    entries: list[dict[str, object]], why: str
+) -> None:
+    typed = [{"type": "urn:auth0:schemas:authorization-details:v1:aegis", **e} for e in entries]
+    with trio.fail_after(10):
+        async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
+            resp = await start(c, t, audience=t.audience, authorization_details=json.dumps(typed))
+            no_audience = await start(
+                c,
+                t,
+                authorization_details=json.dumps(
+                    guardian_details(
+                        action="a", binding_message="m", caller="c", exe="", pid=1, params={}
+                    )
+                ),
+            )
+    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")
+    assert why in resp.json()["error_description"]
+    assert "audience" in no_audience.json()["error_description"]
+
+
+async def test_rar_approval_without_an_id_token_when_configured() -> None:
+    details = guardian_details(
+        action="a", binding_message="m", caller="c", exe="", pid=1, params={}
+    )
+    with trio.fail_after(10):
+        async with (
+            open_dev_tenant(fast(rar_omits_id_token=True)) as t,
+            httpx.AsyncClient(base_url=t.issuer) as c,
+        ):
+            rar = await start(c, t, audience=t.audience, authorization_details=json.dumps(details))
+            plain = await start(c, t)
+            for r in (rar, plain):
+                t.approve(r.json()["auth_req_id"])
+            with_rar = (await poll(c, t, rar.json()["auth_req_id"])).json()
+            without = (await poll(c, t, plain.json()["auth_req_id"])).json()
+    assert "id_token" not in with_rar and with_rar["authorization_details"] == details
+    assert "id_token" in without
 
 
 async def test_denied_request_answers_access_denied() -> None:

@@ -11,7 +11,7 @@ from .helpers import approved_tokens, fast, vault
 
 
 async def _github_token(c: httpx.AsyncClient, t: object, connection: str = "github") -> str:
-    tokens = await approved_tokens(c, t)  # type: ignore[arg-type]
+    tokens = await approved_tokens(c, t, audience=t.audience)  # type: ignore[arg-type,attr-defined]
     resp = await vault(c, t, tokens["access_token"], connection=connection)  # type: ignore[arg-type]
     return str(resp.json()["access_token"])
 

@@ -20,8 +20,16 @@ async def test_request_log_lines_hold_no_secret_and_issued_secrets_lists_them(
     caplog.set_level(logging.INFO, logger="aegisd.devtenant")
     with trio.fail_after(10):
         async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
-            tokens = await approved_tokens(c, t, scope="openid offline_access")
+            tokens = await approved_tokens(c, t, scope="openid offline_access", audience=t.audience)
             provider = (await vault(c, t, tokens["access_token"])).json()["access_token"]
+            await c.post(
+                "oauth/revoke",
+                data={
+                    "client_id": t.client_id,
+                    "client_secret": t.client_secret,
+                    "token": tokens["refresh_token"],
+                },
+            )
             m_token = await mgmt_token(c, t)
             await c.get(
                 f"api/v2/users/{quote(t.user_id, safe='')}",
@@ -32,7 +40,7 @@ async def test_request_log_lines_hold_no_secret_and_issued_secrets_lists_them(
             issued = t.issued_secrets()
     lines = [r.getMessage() for r in caplog.records if r.name == "aegisd.devtenant"]
     requests = [line for line in lines if line.startswith(("GET ", "POST "))]
-    assert len(requests) == 6
+    assert len(requests) == 7
     assert requests[0].startswith("POST /bc-authorize 200 ")
     assert any(line.startswith("GET /api/v2/users/auth0|aegis-demo 200 ") for line in requests)
     assert "fields=" not in "\n".join(lines)  # the query string is dropped

@@ -17,9 +17,15 @@ RAR = [
     {
         "type": "urn:auth0:schemas:authorization-details:v1:aegis",
         "instruction": "Delete repo <b>demo</b>",
-        "properties": {
-            "caller": {"display": True, "name": "Caller", "value": "/usr/bin/python3 <pid 42>"},
-        },
+        "properties": [
+            {
+                "display": True,
+                "name": "caller",
+                "display_order": 1,
+                "value": "/usr/bin/python3 <pid 42>",
+            },
+            {"display": False, "name": "hidden", "display_order": 2, "value": "not shown"},
+        ],
     }
 ]
 
@@ -45,6 +51,7 @@ async def test_page_lists_pending_requests_escaped_with_buttons() -> None:
     assert "<code>email</code>" in html and t.audience in html
     assert "&lt;b&gt;demo&lt;/b&gt;" in html and "<b>demo</b>" not in html
     assert "/usr/bin/python3 &lt;pid 42&gt;" in html
+    assert "not shown" not in html  # Guardian shows only properties with display: true
     assert f'action="/phone/approve/{rid}"' in html and f'action="/phone/deny/{rid}"' in html
     assert 'http-equiv="refresh"' in html
     assert " s left" in html
@@ -85,7 +92,13 @@ async def test_approving_by_clicking_in_headless_chromium() -> None:
     with trio.fail_after(60):
         async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
             rid = (
-                await start(c, t, binding_message="Click me", authorization_details=json.dumps(RAR))
+                await start(
+                    c,
+                    t,
+                    binding_message="Click me",
+                    audience=t.audience,
+                    authorization_details=json.dumps(RAR),
+                )
             ).json()["auth_req_id"]
             other = (await start(c, t, binding_message="Leave me")).json()["auth_req_id"]
             async with open_page(CHROMIUM, t.phone_url) as page:

@@ -62,7 +62,11 @@ async def test_state_dir_holds_a_config_aegisd_accepts_and_private_secrets(
     assert _env(state / "secrets.env") == {
         "AEGIS_SECRET_AUTH0_CLIENT_SECRET": t.client_secret,
         "AEGIS_SECRET_MANAGEMENT_CLIENT_SECRET": t.mgmt_client_secret,
+        "AEGIS_SECRET_TOKEN_VAULT_CLIENT_SECRET": t.api_client_secret,
     }
+    # the documented Token Vault path: the Custom API Client linked to the audience
+    assert cfg.auth0.token_vault is not None
+    assert cfg.auth0.token_vault.client_id == t.api_client_id
     for name in ("secrets.env", "aegisd.toml", "signing-key.pem", "users.toml", "clients.toml"):
         assert _mode(state / name) == 0o600, name
     assert _mode(state) == 0o700
@@ -73,18 +77,37 @@ async def test_a_restart_keeps_key_clients_users_and_provider_tokens(tmp_path: P
     with trio.fail_after(15):
         async with open_dev_tenant(opts) as t1, httpx.AsyncClient(base_url=t1.issuer) as c:
             kid1 = (await c.get(".well-known/jwks.json")).json()["keys"][0]["kid"]
-            gh1 = (await vault(c, t1, (await approved_tokens(c, t1))["access_token"])).json()
+            at1 = (await approved_tokens(c, t1, audience=t1.audience))["access_token"]
+            gh1 = (await vault(c, t1, at1)).json()
         async with open_dev_tenant(opts) as t2, httpx.AsyncClient(base_url=t2.issuer) as c:
             kid2 = (await c.get(".well-known/jwks.json")).json()["keys"][0]["kid"]
-            gh2 = (await vault(c, t2, (await approved_tokens(c, t2))["access_token"])).json()
+            at2 = (await approved_tokens(c, t2, audience=t2.audience))["access_token"]
+            gh2 = (await vault(c, t2, at2)).json()
     assert kid1 == kid2
     assert (t1.client_id, t1.client_secret) == (t2.client_id, t2.client_secret)
+    assert (t1.api_client_id, t1.api_client_secret) == (t2.api_client_id, t2.api_client_secret)
     assert gh1["access_token"] == gh2["access_token"]
     users = tomllib.loads((tmp_path / "users.toml").read_text())["users"]
     assert users[0]["user_id"] == "auth0|aegis-demo" and users[0]["email"]
     github = next(a for a in users[0]["accounts"] if a["connection"] == "github")
     assert github["access_token"] == gh1["access_token"]
     assert github["provider_user_id"] == 5550123
+
+
+async def test_a_state_dir_from_before_the_custom_api_client_gains_one(tmp_path: Path) -> None:
+    with trio.fail_after(15):
+        async with open_dev_tenant(fast(state_dir=tmp_path)) as t1:
+            pass
+        path = tmp_path / "clients.toml"
+        old = path.read_text().split("[[clients]]")
+        path.write_text("[[clients]]".join(b for b in old if "resource_server" not in b))
+        async with open_dev_tenant(fast(state_dir=tmp_path)) as t2:
+            pass
+        async with open_dev_tenant(fast(state_dir=tmp_path)) as t3:
+            pass
+    assert t2.client_id == t1.client_id and t2.api_client_id != t1.api_client_id
+    assert t3.api_client_id == t2.api_client_id  # written back, so it survives restarts
+    assert _mode(path) == 0o600
 
 
 async def test_rotation_is_persisted(tmp_path: Path) -> None:
@@ -114,6 +137,8 @@ _FACTS = TenantFacts(
     client_secret="s",
     mgmt_client_id="m",
     mgmt_client_secret="ms",
+    api_client_id="api-id",
+    api_client_secret="api-secret",
     user_id="auth0|a\tb",
     audience="https://aegis.dev/api",
 )

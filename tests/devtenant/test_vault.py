@@ -10,20 +10,26 @@ import trio
 
 from aegisd.devtenant import open_dev_tenant
 
-from .helpers import FCAT, SUBJECT_RT, approved_tokens, fast, mgmt_token, vault, verify_jwt
+from .helpers import (
+    FCAT,
+    SUBJECT_RT,
+    approved_tokens,
+    fast,
+    mgmt_token,
+    secret_post,
+    vault,
+    verify_jwt,
+)
 
 
 async def _delete(c: httpx.AsyncClient, token: str, repo: str = "scratch") -> httpx.Response:
     return await c.delete(f"demo-api/repos/{repo}", headers={"authorization": f"Bearer {token}"})
 
 
-@pytest.mark.parametrize("audience", [True, False], ids=["jwt", "opaque"])
-async def test_access_token_exchange_gives_a_github_token_the_demo_api_accepts(
-    audience: bool,
-) -> None:
+async def test_access_token_exchange_gives_a_github_token_the_demo_api_accepts() -> None:
     with trio.fail_after(10):
         async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
-            tokens = await approved_tokens(c, t, **({"audience": t.audience} if audience else {}))
+            tokens = await approved_tokens(c, t, audience=t.audience)
             resp = await vault(c, t, tokens["access_token"])
             deleted = await _delete(c, resp.json()["access_token"])
             stats = (t.stats.token_vault_exchanges, t.stats.token_vault_ok)
@@ -37,6 +43,45 @@ async def test_access_token_exchange_gives_a_github_token_the_demo_api_accepts(
     assert stats == (1, 1)
 
 
+async def test_access_token_exchange_from_any_client_but_the_custom_api_client_is_403() -> None:
+    with trio.fail_after(10):
+        async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
+            tokens = await approved_tokens(c, t, audience=t.audience)
+            by_app = await vault(c, t, tokens["access_token"], as_app=True)
+            mgmt = {"client_id": t.mgmt_client_id, "client_secret": t.mgmt_client_secret}
+            by_mgmt = await vault(c, t, tokens["access_token"], **mgmt)
+    assert (by_app.status_code, by_app.json()["error"]) == (403, "unauthorized_client")
+    assert by_mgmt.status_code == 403
+
+
+async def test_refresh_token_is_exchanged_only_by_its_own_client_and_revocable() -> None:
+    with trio.fail_after(10):
+        async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
+            rt = (await approved_tokens(c, t, scope="openid offline_access"))["refresh_token"]
+            by_api = await vault(c, t, rt, subject_type=SUBJECT_RT, as_app=False)
+            other = await c.post(
+                "oauth/revoke",
+                data={
+                    "client_id": t.api_client_id,
+                    "client_secret": t.api_client_secret,
+                    "token": rt,
+                },
+            )
+            still = await vault(c, t, rt, subject_type=SUBJECT_RT)
+            revoked = await c.post("oauth/revoke", data={**secret_post(t), "token": rt})
+            again = await c.post("oauth/revoke", data={**secret_post(t), "token": rt})
+            after = await vault(c, t, rt, subject_type=SUBJECT_RT)
+            unauth = await c.post("oauth/revoke", data={"client_id": t.client_id, "token": rt})
+            count = t.stats.revocations
+    assert by_api.status_code == 401
+    assert other.status_code == 200 and still.status_code == 200  # not its token: kept
+    assert (revoked.status_code, revoked.content) == (200, b"")
+    assert again.status_code == 200  # RFC 7009: revoking twice is fine
+    assert after.status_code == 401
+    assert unauth.status_code == 401
+    assert count == 1
+
+
 async def test_refresh_token_exchange_works_too() -> None:
     with trio.fail_after(10):
         async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
@@ -47,21 +92,21 @@ async def test_refresh_token_exchange_works_too() -> None:
     assert bad.status_code == 401
 
 
-async def test_vault_refuses_opaque_tokens_when_switched_on_but_keeps_jwts() -> None:
+async def test_vault_refuses_opaque_tokens_by_default_and_accepts_them_only_when_told() -> None:
     with trio.fail_after(10):
+        async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
+            opaque = await approved_tokens(c, t)
+            refused = await vault(c, t, opaque["access_token"], as_app=True)
+            refusals = t.stats.token_vault_refused
         async with (
-            open_dev_tenant(fast(vault_refuses_opaque=True)) as t,
+            open_dev_tenant(fast(vault_refuses_opaque=False)) as t,
             httpx.AsyncClient(base_url=t.issuer) as c,
         ):
             opaque = await approved_tokens(c, t)
-            refused = await vault(c, t, opaque["access_token"])
-            jwt_tokens = await approved_tokens(c, t, audience=t.audience)
-            accepted = await vault(c, t, jwt_tokens["access_token"])
-            refusals = t.stats.token_vault_refused
-    assert refused.status_code == 401
-    assert refused.json()["error"]
-    assert accepted.status_code == 200
+            accepted = await vault(c, t, opaque["access_token"], as_app=True)
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_grant")
     assert refusals == 1
+    assert accepted.status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -104,6 +149,16 @@ async def test_vault_can_omit_scope_and_counts_scope_params() -> None:
     assert counted == 1
 
 
+async def test_vault_scope_parameter_narrows_and_reports_a_difference() -> None:
+    with trio.fail_after(10):
+        async with open_dev_tenant(fast()) as t, httpx.AsyncClient(base_url=t.issuer) as c:
+            at = (await approved_tokens(c, t, audience=t.audience))["access_token"]
+            same = await vault(c, t, at, scope="repo")
+            wider = await vault(c, t, at, scope="repo admin:org")
+    assert same.status_code == 200 and "scope" not in same.json()  # as asked
+    assert wider.json()["scope"] == "repo"  # differs from the ask: returned
+
+
 async def test_vault_disabled_is_unauthorized_client() -> None:
     with trio.fail_after(10):
         async with (
@@ -122,10 +177,13 @@ async def test_expired_provider_tokens_are_refreshed_by_the_vault_and_refused_by
             open_dev_tenant(fast(provider_token_ttl=60), now=lambda: clock[0]) as t,
             httpx.AsyncClient(base_url=t.issuer) as c,
         ):
-            first = (await vault(c, t, (await approved_tokens(c, t))["access_token"])).json()
+            aud = {"audience": t.audience}
+            first = (await vault(c, t, (await approved_tokens(c, t, **aud))["access_token"])).json()
             clock[0] += 61
             stale = await _delete(c, first["access_token"])
-            second = (await vault(c, t, (await approved_tokens(c, t))["access_token"])).json()
+            second = (
+                await vault(c, t, (await approved_tokens(c, t, **aud))["access_token"])
+            ).json()
             fresh = await _delete(c, second["access_token"])
     assert stale.status_code == 401 and stale.json()["message"] == "Bad credentials"
     assert second["access_token"] != first["access_token"]

@@ -3,7 +3,7 @@
 // Run: node --test tests/js/
 // The Auth0 runtime is replaced by fake `event`/`api` objects that follow the post-login
 // event and API references, and the Management API by a local HTTP server on 127.0.0.1
-// (token endpoint, users-by-email, link identities) that behaves like auth0-protocol.md §4/§7.
+// (token endpoint, get user, link identities) that behaves like auth0-protocol.md §4/§7.
 'use strict';
 
 const assert = require('node:assert/strict');
@@ -18,6 +18,8 @@ const CLIENT_ID = 'm2m-client-id';
 const CLIENT_SECRET = 'very-secret-client-secret-value';
 const TOKEN_PREFIX = 'mgmt-access-token-';
 const EMAIL = 'person@example.com';
+const PRIMARY = 'google-oauth2|1080';
+const SESSION_SECRET = 'link-session-secret-value';
 
 /** A fake Management API: users, issued tokens, and switches to make it fail. */
 class FakeManagementApi {
@@ -27,8 +29,14 @@ class FakeManagementApi {
     this.links = [];
     this.tokensIssued = 0;
     this.validTokens = new Set();
-    this.fail = {}; // step name -> HTTP status to answer with
+    this.fail = {}; // switches: token, readPrimary, link (status), linkAnswer, linkDrop, linkHang, ...
+    this.order = null; // shared with the fake api: records 'link' when a link request arrives
+    this.sockets = new Set();
     this.server = http.createServer((req, res) => this.handle(req, res));
+    this.server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
   }
 
   async start() {
@@ -37,6 +45,7 @@ class FakeManagementApi {
   }
 
   async stop() {
+    for (const socket of this.sockets) socket.destroy();
     await new Promise((resolve) => this.server.close(resolve));
   }
 
@@ -61,13 +70,10 @@ class FakeManagementApi {
       if (!this.validTokens.has(auth.replace(/^Bearer /, ''))) {
         return reply(401, { statusCode: 401, error: 'Unauthorized', message: 'Invalid token' });
       }
-      if (req.method === 'GET' && url.pathname === '/api/v2/users-by-email') {
-        if (this.fail.usersByEmail) return reply(this.fail.usersByEmail, { statusCode: this.fail.usersByEmail, error: 'Internal Server Error', message: `boom ${CLIENT_SECRET}` });
-        const email = (url.searchParams.get('email') || '').toLowerCase();
-        return reply(200, this.users.filter((u) => u.email.toLowerCase() === email));
-      }
       const link = /^\/api\/v2\/users\/([^/]+)\/identities$/.exec(url.pathname);
-      if (req.method === 'POST' && link) return this.link(decodeURIComponent(link[1]), raw, reply);
+      if (req.method === 'POST' && link) return this.link(decodeURIComponent(link[1]), raw, reply, res);
+      const get = /^\/api\/v2\/users\/([^/]+)$/.exec(url.pathname);
+      if (req.method === 'GET' && get) return this.getUser(decodeURIComponent(get[1]), url, reply);
       return reply(404, { statusCode: 404, error: 'Not Found' });
     });
   }
@@ -79,6 +85,7 @@ class FakeManagementApi {
     if (form.get('grant_type') !== 'client_credentials' || form.get('client_id') !== CLIENT_ID || form.get('client_secret') !== CLIENT_SECRET) {
       return reply(401, { error: 'access_denied', error_description: 'Unauthorized' });
     }
+    // The canonical tenant domain, also when the tenant is reached through a custom domain.
     if (form.get('audience') !== `https://${DOMAIN}/api/v2/`) {
       return reply(403, { error: 'access_denied', error_description: 'Service not enabled within domain' });
     }
@@ -88,19 +95,34 @@ class FakeManagementApi {
     return reply(200, { access_token: token, expires_in: 86400, scope: 'read:users update:users', token_type: 'Bearer' });
   }
 
-  link(primaryId, raw, reply) {
-    if (this.fail.link) return reply(this.fail.link, { statusCode: this.fail.link, error: 'Bad Request', message: 'nope' });
-    if (this.fail.linkAnswer) return reply(201, []);
-    const body = JSON.parse(raw);
+  getUser(id, url, reply) {
+    if (this.fail.readPrimary) return reply(this.fail.readPrimary, { statusCode: this.fail.readPrimary, error: 'Internal Server Error', message: `boom ${CLIENT_SECRET}` });
+    assert.equal(url.searchParams.get('include_fields'), 'true');
+    const user = this.users.find((u) => u.user_id === id);
+    if (!user) return reply(404, { statusCode: 404, error: 'Not Found', errorCode: 'inexistent_user' });
+    return reply(200, { user_id: user.user_id, email: user.email, email_verified: user.email_verified, identities: user.identities });
+  }
+
+  applyLink(primaryId, body) {
     const primary = this.users.find((u) => u.user_id === primaryId);
-    if (!primary) return reply(404, { statusCode: 404, error: 'Not Found', message: 'user not found', errorCode: 'inexistent_user' });
-    const secondaryId = `${body.provider}|${body.user_id}`;
-    const secondary = this.users.find((u) => u.user_id === secondaryId);
-    if (!secondary) return reply(400, { statusCode: 400, error: 'Bad Request', message: 'secondary not found' });
+    const secondary = this.users.find((u) => u.user_id === `${body.provider}|${body.user_id}`);
+    if (!primary || !secondary) return null;
     this.links.push({ primary: primaryId, body });
     // Effects per A-LINKOV: the secondary disappears and becomes an identity of the primary.
     this.users = this.users.filter((u) => u !== secondary);
     primary.identities.push({ ...secondary.identities[0], profileData: { email: secondary.email } });
+    return primary;
+  }
+
+  link(primaryId, raw, reply, res) {
+    if (this.order) this.order.push('link');
+    const body = JSON.parse(raw);
+    if (this.fail.link) return reply(this.fail.link, { statusCode: this.fail.link, error: 'Bad Request', message: 'nope' });
+    if (this.fail.linkHang) return undefined; // never answers: the Action's fetch times out
+    const primary = this.applyLink(primaryId, body);
+    if (this.fail.linkDrop) return res.destroy(); // linked, but the answer is lost
+    if (!primary) return reply(400, { statusCode: 400, error: 'Bad Request', message: 'not found' });
+    if (this.fail.linkAnswer) return reply(201, []);
     return reply(201, primary.identities);
   }
 }
@@ -125,7 +147,15 @@ function makeEvent(user, { protocol = 'oidc-basic-profile', connection, secrets 
     user: structuredClone(user),
     connection: conn,
     transaction: { protocol, requested_scopes: ['openid'], acr_values: [], ui_locales: [], locale: 'en' },
-    secrets: { DOMAIN, CLIENT_ID, CLIENT_SECRET, MGMT_BASE_URL: base, ...secrets },
+    secrets: {
+      DOMAIN,
+      CLIENT_ID,
+      CLIENT_SECRET,
+      PRIMARY_USER_ID: PRIMARY,
+      LINK_CONNECTIONS: 'email,github,corp',
+      MGMT_BASE_URL: base,
+      ...secrets,
+    },
     client: { client_id: 'app', name: 'App' },
     request: { ip: '127.0.0.1', method: 'GET', query: {}, body: {} },
     tenant: { id: 'tenant' },
@@ -159,17 +189,32 @@ function makeCache() {
   };
 }
 
-function makeApi({ canRedirect = true, cache = makeCache() } = {}) {
-  const seen = { primaryUser: [], appMetadata: {}, denied: [] };
+function makeApi({ canRedirect = true, cache = makeCache(), order = [], returned = null } = {}) {
+  const seen = { primaryUser: [], appMetadata: {}, denied: [], redirects: [], order };
   const api = {
-    authentication: { setPrimaryUser: (id) => seen.primaryUser.push(id) },
+    authentication: {
+      setPrimaryUser: (id) => {
+        seen.primaryUser.push(id);
+        order.push('switch');
+      },
+    },
     user: {
       setAppMetadata: (key, value) => {
         seen.appMetadata[key] = value;
       },
       setUserMetadata: () => {},
     },
-    redirect: { canRedirect: () => canRedirect, sendUserTo: () => {} },
+    redirect: {
+      canRedirect: () => canRedirect,
+      sendUserTo: (url, options) => seen.redirects.push({ url, options }),
+      // A stand-in for Auth0's signed session token: the payload, tagged with the secret.
+      encodeToken: ({ secret, payload, expiresInSeconds }) => JSON.stringify({ secret, payload, expiresInSeconds }),
+      validateToken: ({ secret, tokenParameterName }) => {
+        assert.equal(tokenParameterName, 'session_token');
+        if (!returned || returned.secret !== secret) throw new Error('invalid token');
+        return returned.payload;
+      },
+    },
     access: { deny: (reason) => seen.denied.push(reason) },
     cache,
   };
@@ -197,170 +242,186 @@ function assertCleanLogs() {
   for (const line of logs) {
     assert.ok(line.length <= 256, `log line longer than 256 chars: ${line.length}`);
     assert.ok(!line.includes(CLIENT_SECRET), 'client secret in logs');
+    assert.ok(!line.includes(SESSION_SECRET), 'session secret in logs');
     assert.ok(!line.includes(TOKEN_PREFIX), 'access token in logs');
   }
 }
 
-async function run(user, { event: eventOptions, api: apiOptions } = {}) {
+async function run(user, { event: eventOptions, api: apiOptions, hook = 'onExecutePostLogin' } = {}) {
   const event = makeEvent(user, eventOptions, mgmt.base);
   const { api, seen } = apiOptions && apiOptions.api ? apiOptions : makeApi(apiOptions);
-  await action.onExecutePostLogin(event, api);
+  mgmt.order = seen.order;
+  await action[hook](event, api);
   assertCleanLogs();
   return seen;
 }
 
+const EMAIL_LOGIN = { connection: { id: 'con_email1', name: 'email', strategy: 'email' } };
+
+function withPrimaryAndSide(sideOptions = {}) {
+  const primary = makeUser(PRIMARY, { created: '2023-05-01T10:00:00.000Z' });
+  const side = makeUser('email|65f0c0ffee', { created: '2025-02-02T10:00:00.000Z', ...sideOptions });
+  mgmt.users.push(structuredClone(primary), structuredClone(side));
+  return { primary, side };
+}
+
 describe('link-identities post-login action', () => {
-  test('links a fresh side identity into the older primary and switches the login to it', async () => {
-    const primary = makeUser('google-oauth2|1080', { created: '2023-05-01T10:00:00.000Z' });
-    const side = makeUser('email|65f0c0ffee', { created: '2025-02-02T10:00:00.000Z' });
-    mgmt.users.push(structuredClone(primary), structuredClone(side));
+  test('links a side identity into PRIMARY_USER_ID, switching before the link call', async () => {
+    const { side } = withPrimaryAndSide();
 
-    const seen = await run(side, { event: { connection: { id: 'con_email1', name: 'email', strategy: 'email' } } });
+    const seen = await run(side, { event: EMAIL_LOGIN });
 
-    assert.deepEqual(mgmt.links, [{ primary: 'google-oauth2|1080', body: { provider: 'email', user_id: '65f0c0ffee', connection_id: 'con_email1' } }]);
-    assert.deepEqual(seen.primaryUser, ['google-oauth2|1080']);
+    assert.deepEqual(mgmt.links, [{ primary: PRIMARY, body: { provider: 'email', user_id: '65f0c0ffee', connection_id: 'con_email1' } }]);
+    assert.deepEqual(seen.primaryUser, [PRIMARY]);
+    assert.deepEqual(seen.order, ['switch', 'link']); // Auth0's sample: setPrimaryUser first
     assert.equal(seen.appMetadata.aegis_link.status, 'linked');
-    assert.equal(seen.appMetadata.aegis_link.primary, 'google-oauth2|1080');
     assert.deepEqual(seen.denied, []);
-    // The Management API now shows one user holding both identities.
     assert.equal(mgmt.users.length, 1);
     assert.deepEqual(mgmt.users[0].identities.map((i) => i.provider), ['google-oauth2', 'email']);
   });
 
-  test('a user that already has linked identities is left alone without any API call', async () => {
-    const primary = makeUser('google-oauth2|1080');
-    primary.identities.push({ provider: 'email', user_id: '65f0c0ffee', connection: 'email' });
-    mgmt.users.push(structuredClone(primary));
+  test('links only into the configured primary, never into another account with the email', async () => {
+    const older = makeUser('auth0|oldest', { created: '2019-01-01T00:00:00Z', appMetadata: { aegis_primary: true } });
+    const { side } = withPrimaryAndSide();
+    mgmt.users.push(structuredClone(older));
 
-    const seen = await run(primary);
+    const seen = await run(side, { event: EMAIL_LOGIN });
 
-    assert.deepEqual(mgmt.requests, []);
-    assert.deepEqual(seen.primaryUser, []);
-    assert.deepEqual(seen.appMetadata, {});
+    assert.deepEqual(seen.primaryUser, [PRIMARY]);
+    assert.deepEqual(mgmt.links.map((l) => l.primary), [PRIMARY]);
+    assert.ok(!mgmt.requests.some((r) => r.path.includes('users-by-email')));
   });
 
-  test('a user already processed is not looked up again', async () => {
-    const side = makeUser('email|65f0c0ffee', { appMetadata: { aegis_link: { status: 'alone', at: '2025-01-01T00:00:00Z' } } });
-    mgmt.users.push(makeUser('google-oauth2|1080', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
+  test('an empty LINK_CONNECTIONS turns linking off (fail closed) without any call', async () => {
+    const { side } = withPrimaryAndSide();
 
-    const seen = await run(side);
-
-    assert.deepEqual(mgmt.requests, []);
-    assert.deepEqual(mgmt.links, []);
-    assert.deepEqual(seen.primaryUser, []);
-  });
-
-  test('an unverified email is never linked', async () => {
-    const side = makeUser('email|65f0c0ffee', { verified: false, created: '2025-02-02T00:00:00Z' });
-    mgmt.users.push(makeUser('google-oauth2|1080', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
-
-    const seen = await run(side);
-
-    assert.deepEqual(mgmt.requests, []);
-    assert.deepEqual(seen.primaryUser, []);
-    // Not marked: once the email is verified, a later login links it.
-    assert.deepEqual(seen.appMetadata, {});
-  });
-
-  test('candidates with an unverified email are ignored', async () => {
-    const side = makeUser('samlp|corp|jdoe', { created: '2025-02-02T00:00:00Z', connection: 'corp' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z', verified: false }), structuredClone(side));
-
-    const seen = await run(side);
-
-    assert.deepEqual(mgmt.links, []);
-    assert.deepEqual(seen.primaryUser, []);
-    assert.equal(seen.appMetadata.aegis_link.status, 'alone');
-  });
-
-  test('with several candidates the primary is chosen deterministically', async () => {
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    const flagged = makeUser('google-oauth2|flagged', { created: '2024-06-01T00:00:00Z', appMetadata: { aegis_primary: true } });
-    const oldest = makeUser('auth0|oldest', { created: '2021-01-01T00:00:00Z' });
-    const twinB = makeUser('auth0|b-twin', { created: '2022-01-01T00:00:00Z' });
-    const twinA = makeUser('auth0|a-twin', { created: '2022-01-01T00:00:00Z' });
-
-    // The aegis_primary flag beats age, whatever order the API lists users in.
-    for (const order of [[flagged, oldest, side], [side, oldest, flagged], [oldest, side, flagged]]) {
-      mgmt.users = order.map((u) => structuredClone(u));
-      mgmt.links = [];
-      const seen = await run(side);
-      assert.deepEqual(seen.primaryUser, ['google-oauth2|flagged']);
-      assert.equal(mgmt.links[0].primary, 'google-oauth2|flagged');
+    for (const value of ['', ' , ']) {
+      const seen = await run(side, { event: { ...EMAIL_LOGIN, secrets: { LINK_CONNECTIONS: value } } });
+      assert.deepEqual([seen.primaryUser, seen.appMetadata, seen.denied], [[], {}, []]);
     }
-
-    // Without a flag the oldest wins.
-    mgmt.users = [twinB, side, oldest].map((u) => structuredClone(u));
-    mgmt.links = [];
-    assert.deepEqual((await run(side)).primaryUser, ['auth0|oldest']);
-
-    // Equal age: the smaller user_id wins, in either listing order.
-    for (const order of [[twinB, twinA, side], [twinA, side, twinB]]) {
-      mgmt.users = order.map((u) => structuredClone(u));
-      mgmt.links = [];
-      assert.deepEqual((await run(side)).primaryUser, ['auth0|a-twin']);
-    }
+    assert.deepEqual(mgmt.requests, []);
+    assert.ok(logs.some((line) => line.includes('LINK_CONNECTIONS is empty')));
   });
 
-  test('when the current user is the primary nothing is linked', async () => {
-    const current = makeUser('auth0|oldest', { created: '2020-01-01T00:00:00Z' });
-    mgmt.users.push(structuredClone(current), makeUser('email|newer', { created: '2025-01-01T00:00:00Z' }));
+  test('LINK_CONNECTIONS limits which logins are linked', async () => {
+    const primary = makeUser(PRIMARY, { created: '2020-01-01T00:00:00Z' });
+    const side = makeUser('samlp|corp|jdoe', { created: '2025-03-01T00:00:00Z', connection: 'corp' });
+    mgmt.users.push(primary, structuredClone(side));
+    const connection = { id: 'con_corp', name: 'corp', strategy: 'samlp' };
 
-    const seen = await run(current);
-
-    assert.deepEqual(mgmt.links, []);
+    let seen = await run(side, { event: { connection, secrets: { LINK_CONNECTIONS: 'email, google-oauth2' } } });
     assert.deepEqual(seen.primaryUser, []);
-    assert.equal(seen.appMetadata.aegis_link.status, 'primary');
+    assert.deepEqual(mgmt.requests, []);
+
+    seen = await run(side, { event: { connection, secrets: { LINK_CONNECTIONS: 'email,corp' } } });
+    assert.deepEqual(seen.primaryUser, [PRIMARY]);
+    assert.deepEqual(mgmt.links[0].body, { provider: 'samlp', user_id: 'corp|jdoe', connection_id: 'con_corp' });
   });
 
-  test('a Management API failure lets the login continue and leaks no secret', async () => {
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
-    mgmt.fail.usersByEmail = 500;
+  test('the primary must have the same verified email before anything is switched', async () => {
+    for (const change of [{ email_verified: false }, { email: 'someone-else@example.com' }]) {
+      mgmt.users = [];
+      const { side } = withPrimaryAndSide();
+      Object.assign(mgmt.users[0], change);
+      const seen = await run(side, { event: EMAIL_LOGIN });
+      assert.deepEqual([seen.primaryUser, seen.denied, mgmt.links], [[], [], []]);
+      assert.deepEqual(seen.order, []);
+    }
+    assert.ok(logs.some((line) => line.includes('no verified email equal')));
+  });
 
-    const seen = await run(side); // must not throw
+  test('an unverified email on this login is never linked, and is not marked', async () => {
+    const { side } = withPrimaryAndSide({ verified: false });
 
+    const seen = await run(side, { event: EMAIL_LOGIN });
+
+    assert.deepEqual(mgmt.requests, []);
+    assert.deepEqual([seen.primaryUser, seen.appMetadata], [[], {}]);
+  });
+
+  test('the primary itself, linked users and processed users are left alone without a call', async () => {
+    const { primary, side } = withPrimaryAndSide();
+    const linked = structuredClone(side);
+    linked.identities.push({ provider: 'github', user_id: '1', connection: 'github' });
+    const processed = makeUser('email|done', { appMetadata: { aegis_link: { status: 'linked' } } });
+
+    for (const user of [primary, linked, processed]) {
+      const seen = await run(user, { event: EMAIL_LOGIN });
+      assert.deepEqual(seen.primaryUser, []);
+    }
+    assert.deepEqual(mgmt.requests, []);
+  });
+
+  test('CIBA and non-interactive transactions are skipped', async () => {
+    const { side } = withPrimaryAndSide();
+
+    for (const protocol of ['oidc-ciba', 'oidc-ciba-web-link', 'oauth2-refresh-token', 'oauth2-token-exchange']) {
+      assert.deepEqual((await run(side, { event: { ...EMAIL_LOGIN, protocol } })).primaryUser, []);
+    }
+    assert.deepEqual((await run(side, { event: EMAIL_LOGIN, api: { canRedirect: false } })).primaryUser, []);
+    assert.deepEqual(mgmt.requests, []);
+  });
+
+  test('a link answer that is lost after the link happened: the primary is read, the login stands', async () => {
+    const { side } = withPrimaryAndSide();
+    mgmt.fail.linkDrop = true;
+
+    const seen = await run(side, { event: EMAIL_LOGIN });
+
+    assert.deepEqual(seen.order, ['switch', 'link']);
+    assert.equal(mgmt.links.length, 1);
     assert.deepEqual(seen.denied, []);
-    assert.deepEqual(seen.primaryUser, []);
-    assert.deepEqual(seen.appMetadata, {}); // not marked: the next login tries again
-    assert.ok(logs.some((line) => line.includes('users-by-email') && line.includes('500')), logs.join('\n'));
+    assert.equal(seen.appMetadata.aegis_link.status, 'linked');
+    const paths = mgmt.requests.map((r) => `${r.method} ${r.path}`);
+    assert.equal(paths.filter((p) => p === `GET /api/v2/users/${encodeURIComponent(PRIMARY)}`).length, 2);
   });
 
-  test('a refused token request or a failed link also lets the login continue', async () => {
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
+  test('a link call that times out and did not happen: read, then the login is denied clearly', async () => {
+    const { side } = withPrimaryAndSide();
+    mgmt.fail.linkHang = true;
 
-    mgmt.fail.token = 401;
-    let seen = await run(side);
+    const seen = await run(side, { event: EMAIL_LOGIN });
+
+    assert.deepEqual(seen.primaryUser, [PRIMARY]);
+    assert.equal(mgmt.links.length, 0);
+    assert.equal(seen.denied.length, 1); // after the switch, Auth0 would fail it anyway
+    assert.ok(logs.some((line) => line.includes('timed out') && line.includes('login denied')));
+    assert.equal(mgmt.requests.filter((r) => r.method === 'GET').length, 2); // read before deciding
+  });
+
+  test('a refused link after the switch denies the login with a clear reason', async () => {
+    const { side } = withPrimaryAndSide();
+    mgmt.fail.link = 400;
+
+    const seen = await run(side, { event: EMAIL_LOGIN });
+
+    assert.equal(seen.denied.length, 1);
+    assert.deepEqual(seen.appMetadata, {});
+    assert.ok(logs.some((line) => line.includes('HTTP 400')));
+  });
+
+  test('Management API failures before the switch let the login continue and leak no secret', async () => {
+    const { side } = withPrimaryAndSide();
+
+    mgmt.fail.readPrimary = 500;
+    let seen = await run(side, { event: EMAIL_LOGIN });
+    assert.deepEqual([seen.denied, seen.primaryUser, seen.appMetadata], [[], [], {}]);
+    assert.ok(logs.some((line) => line.includes('read-primary') && line.includes('500')));
+
+    mgmt.fail = { token: 401 };
+    seen = await run(side, { event: EMAIL_LOGIN });
     assert.deepEqual([seen.denied, seen.primaryUser, seen.appMetadata], [[], [], {}]);
     assert.ok(logs.some((line) => line.includes('token') && line.includes('401')));
-
-    mgmt.fail = { link: 400 };
-    seen = await run(side);
-    assert.deepEqual([seen.denied, seen.primaryUser, seen.appMetadata], [[], [], {}]);
-    assert.ok(logs.some((line) => line.includes('link') && line.includes('400')));
-  });
-
-  test('the login is not switched unless the link answer lists the identity', async () => {
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
-    mgmt.fail.linkAnswer = true;
-
-    const seen = await run(side);
-
-    // setPrimaryUser to a primary that does not hold this identity would fail the login.
-    assert.deepEqual([seen.denied, seen.primaryUser, seen.appMetadata], [[], [], {}]);
-    assert.ok(logs.some((line) => line.includes('does not list the identity')));
   });
 
   test('a redirect is not followed, so the secret never reaches another host', async () => {
     const elsewhere = new FakeManagementApi();
     await elsewhere.start();
     try {
-      const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
+      const { side } = withPrimaryAndSide();
       mgmt.fail.redirectTo = elsewhere.base;
 
-      const seen = await run(side);
+      const seen = await run(side, { event: EMAIL_LOGIN });
 
       assert.deepEqual([seen.denied, seen.primaryUser], [[], []]);
       assert.deepEqual(elsewhere.requests, []);
@@ -370,77 +431,57 @@ describe('link-identities post-login action', () => {
     }
   });
 
-  test('an unreachable Management API lets the login continue', async () => {
-    const side = makeUser('email|side');
-    await mgmt.stop();
-    const event = makeEvent(side, {}, mgmt.base);
-    const { api, seen } = makeApi();
-    await action.onExecutePostLogin(event, api);
-    assertCleanLogs();
-    assert.deepEqual([seen.denied, seen.primaryUser], [[], []]);
-    assert.ok(logs.some((line) => line.includes('network error')));
-    await mgmt.start(); // for afterEach
-  });
-
   test('missing secrets and a non-loopback http override are refused without a call', async () => {
-    const side = makeUser('email|side');
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
+    const { side } = withPrimaryAndSide();
 
-    let seen = await run(side, { event: { secrets: { CLIENT_SECRET: '' } } });
+    let seen = await run(side, { event: { ...EMAIL_LOGIN, secrets: { CLIENT_SECRET: '' } } });
     assert.deepEqual(seen.primaryUser, []);
     assert.ok(logs.some((line) => line.includes('CLIENT_SECRET is not set')));
 
-    seen = await run(side, { event: { secrets: { MGMT_BASE_URL: 'http://attacker.example' } } });
+    seen = await run(side, { event: { ...EMAIL_LOGIN, secrets: { PRIMARY_USER_ID: '' } } });
+    assert.deepEqual(seen.primaryUser, []);
+    assert.ok(logs.some((line) => line.includes('PRIMARY_USER_ID is not set')));
+
+    seen = await run(side, { event: { ...EMAIL_LOGIN, secrets: { MGMT_BASE_URL: 'http://attacker.example' } } });
     assert.deepEqual(seen.primaryUser, []);
     assert.deepEqual(mgmt.requests, []);
   });
 
-  test('CIBA transactions are skipped', async () => {
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
+  test('reauthenticate mode: redirect first, link only with a token proving the primary', async () => {
+    const { side } = withPrimaryAndSide();
+    const secrets = { LINK_MODE: 'reauthenticate', LINK_REDIRECT_URL: 'https://link.example/start', LINK_SESSION_SECRET: SESSION_SECRET };
 
-    for (const protocol of ['oidc-ciba', 'oidc-ciba-web-link']) {
-      const seen = await run(side, { event: { protocol } });
-      assert.deepEqual(seen.primaryUser, []);
+    const first = await run(side, { event: { ...EMAIL_LOGIN, secrets } });
+    assert.deepEqual([first.primaryUser, mgmt.requests], [[], []]);
+    assert.equal(first.redirects.length, 1);
+    assert.equal(first.redirects[0].url, 'https://link.example/start');
+    const sent = JSON.parse(first.redirects[0].options.query.session_token);
+    assert.deepEqual(sent.payload, { candidate: side.user_id, primary: PRIMARY });
+
+    // The companion page proved someone else, or nobody: nothing is switched or linked.
+    for (const payload of [{ candidate: side.user_id, authenticated: 'auth0|intruder' }, { candidate: 'email|other', authenticated: PRIMARY }]) {
+      const returned = { secret: SESSION_SECRET, payload };
+      const seen = await run(side, { hook: 'onContinuePostLogin', event: { ...EMAIL_LOGIN, secrets }, api: { returned } });
+      assert.deepEqual([seen.primaryUser, mgmt.links], [[], []]);
     }
-    assert.deepEqual(mgmt.requests, []);
-  });
+    const forged = { secret: 'guess', payload: { candidate: side.user_id, authenticated: PRIMARY } };
+    assert.deepEqual((await run(side, { hook: 'onContinuePostLogin', event: { ...EMAIL_LOGIN, secrets }, api: { returned: forged } })).primaryUser, []);
 
-  test('non-interactive transactions are skipped', async () => {
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
-
-    for (const protocol of ['oauth2-refresh-token', 'oauth2-token-exchange']) {
-      assert.deepEqual((await run(side, { event: { protocol } })).primaryUser, []);
-    }
-    // prompt=none and similar: the runtime says the login cannot redirect.
-    assert.deepEqual((await run(side, { api: { canRedirect: false } })).primaryUser, []);
-    assert.deepEqual(mgmt.requests, []);
-  });
-
-  test('LINK_CONNECTIONS limits which logins are linked', async () => {
-    const side = makeUser('samlp|corp|jdoe', { created: '2025-03-01T00:00:00Z', connection: 'corp' });
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), structuredClone(side));
-    const connection = { id: 'con_corp', name: 'corp', strategy: 'samlp' };
-
-    let seen = await run(side, { event: { connection, secrets: { LINK_CONNECTIONS: 'email, google-oauth2' } } });
-    assert.deepEqual(seen.primaryUser, []);
-    assert.deepEqual(mgmt.requests, []);
-
-    seen = await run(side, { event: { connection, secrets: { LINK_CONNECTIONS: 'email,corp' } } });
-    assert.deepEqual(seen.primaryUser, ['auth0|old']);
-    assert.deepEqual(mgmt.links[0].body, { provider: 'samlp', user_id: 'corp|jdoe', connection_id: 'con_corp' });
+    const returned = { secret: SESSION_SECRET, payload: { candidate: side.user_id, authenticated: PRIMARY } };
+    const seen = await run(side, { hook: 'onContinuePostLogin', event: { ...EMAIL_LOGIN, secrets }, api: { returned } });
+    assert.deepEqual(seen.order, ['switch', 'link']);
+    assert.equal(seen.appMetadata.aegis_link.status, 'linked');
   });
 
   test('the Management token is cached: a second run does not fetch it again', async () => {
     const cache = makeCache();
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }));
+    mgmt.users.push(makeUser(PRIMARY, { created: '2020-01-01T00:00:00Z' }));
     const first = makeUser('email|first', { created: '2025-03-01T00:00:00Z' });
-    const second = makeUser('google-oauth2|second', { created: '2025-04-01T00:00:00Z' });
+    const second = makeUser('github|second', { created: '2025-04-01T00:00:00Z' });
     mgmt.users.push(structuredClone(first), structuredClone(second));
 
-    await run(first, { api: makeApi({ cache }) });
-    await run(second, { api: makeApi({ cache }) });
+    await run(first, { event: EMAIL_LOGIN, api: makeApi({ cache }) });
+    await run(second, { event: { connection: { id: 'con_gh', name: 'github', strategy: 'github' } }, api: makeApi({ cache }) });
 
     assert.equal(mgmt.tokensIssued, 1);
     assert.equal(mgmt.requests.filter((r) => r.path === '/oauth/token').length, 1);
@@ -450,28 +491,28 @@ describe('link-identities post-login action', () => {
 
   test('a cached token that the API refuses is replaced once', async () => {
     const cache = makeCache();
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }));
-    const side = makeUser('email|side', { created: '2025-03-01T00:00:00Z' });
-    mgmt.users.push(structuredClone(side));
-    await run(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }), { api: makeApi({ cache }) });
+    const { side } = withPrimaryAndSide();
+    const other = makeUser('github|77', { created: '2025-03-01T00:00:00Z' });
+    mgmt.users.push(structuredClone(other));
+    await run(other, { event: { connection: { id: 'con_gh', name: 'github', strategy: 'github' } }, api: makeApi({ cache }) });
     assert.equal(mgmt.tokensIssued, 1);
     mgmt.validTokens.clear(); // e.g. the grant was rotated
 
-    const seen = await run(side, { api: makeApi({ cache }) });
+    const seen = await run(side, { event: EMAIL_LOGIN, api: makeApi({ cache }) });
 
     assert.equal(mgmt.tokensIssued, 2);
-    assert.deepEqual(seen.primaryUser, ['auth0|old']);
+    assert.deepEqual(seen.primaryUser, [PRIMARY]);
   });
 
   test('a numeric provider user_id is sent as a string', async () => {
-    mgmt.users.push(makeUser('auth0|old', { created: '2020-01-01T00:00:00Z' }));
+    mgmt.users.push(makeUser(PRIMARY, { created: '2020-01-01T00:00:00Z' }));
     const side = makeUser('github|4242', { created: '2025-03-01T00:00:00Z' });
     mgmt.users.push(structuredClone(side));
     side.identities[0].user_id = 4242;
 
     const seen = await run(side, { event: { connection: { id: 'con_gh', name: 'github', strategy: 'github' } } });
 
-    assert.deepEqual(seen.primaryUser, ['auth0|old']);
+    assert.deepEqual(seen.primaryUser, [PRIMARY]);
     assert.deepEqual(mgmt.links[0].body, { provider: 'github', user_id: '4242', connection_id: 'con_gh' });
   });
 });

@@ -23,9 +23,9 @@ Stated exceptions, each asserted as narrowly as possible:
   ``AEGIS_SECRET_*`` lines it writes for the daemon), ``t/clients.toml``, ``t/users.toml``
   (provider tokens of its demo users) and ``t/signing-key.pem``;
 * the daemon's own environment with ``[secrets] backend = "env"`` (the dev/test-only
-  backend) holds ``AEGIS_SECRET_AUTH0_CLIENT_SECRET`` and
-  ``AEGIS_SECRET_MANAGEMENT_CLIENT_SECRET``, and nothing else secret; the shim's environment
-  never holds any of it;
+  backend) holds ``AEGIS_SECRET_AUTH0_CLIENT_SECRET``,
+  ``AEGIS_SECRET_MANAGEMENT_CLIENT_SECRET`` and ``AEGIS_SECRET_TOKEN_VAULT_CLIENT_SECRET``,
+  and nothing else secret; the shim's environment never holds any of it;
 * the token delivered to this test process by ``authorize`` lives in this process (it is the
   caller); it must not appear anywhere else.
 """
@@ -49,7 +49,11 @@ from .kit import BENCH_ACTION, sub_stack
 ROOT = Path(__file__).resolve().parents[2]
 SHIM = Path(sys.executable).with_name("aegis-mcp")
 TENANT_SECRET_FILES = {"secrets.env", "clients.toml", "users.toml", "signing-key.pem"}
-DAEMON_SECRET_ENV = {"AEGIS_SECRET_AUTH0_CLIENT_SECRET", "AEGIS_SECRET_MANAGEMENT_CLIENT_SECRET"}
+DAEMON_SECRET_ENV = {
+    "AEGIS_SECRET_AUTH0_CLIENT_SECRET",
+    "AEGIS_SECRET_MANAGEMENT_CLIENT_SECRET",
+    "AEGIS_SECRET_TOKEN_VAULT_CLIENT_SECRET",  # the Custom API Client (documented path)
+}
 
 
 def _needles(secrets: Iterable[str]) -> dict[str, str]:

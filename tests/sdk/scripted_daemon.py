@@ -13,6 +13,7 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -42,6 +43,7 @@ class ScriptedApprover:
         binding_message: str,
         authorization_details: list[dict[str, object]] | None = None,
         offline_access: bool = False,
+        scopes: Sequence[str] = (),
     ) -> CibaStart:
         words = binding_message.split()
         outcome = next((w for w in words if w in OUTCOMES), "approve")

@@ -343,6 +343,7 @@ def test_the_layout_has_the_owners_and_modes_of_the_design(installed: Stack) -> 
     assert sorted(f.name for f in SECRETS.iterdir()) == [
         "auth0_client_secret",
         "management_client_secret",
+        "token_vault_client_secret",  # the dev tenant's Custom API Client (docs/AUTH0.md)
     ]
     pid, uid, _ = _daemon_peer()
     assert uid == aegis.pw_uid and pid > 0

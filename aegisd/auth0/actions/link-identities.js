@@ -1,53 +1,60 @@
 /**
- * Aegis Post-Login Action: link a fresh side identity into the person's primary profile.
+ * Aegis Post-Login Action: link a side identity into the person's one primary profile.
  *
- * Why: aegisd asks one Auth0 user (the CIBA approver, `[auth0].user_id`) to approve, and
- * Token Vault keeps the connected accounts on that same user. A passwordless login or an
- * enterprise SSO login creates a second Auth0 user for the same person; this Action folds
- * such a side user into the primary one, so the approver and the accounts stay one identity.
+ * Why: aegisd asks one Auth0 user (the CIBA approver, `[auth0] user_id`) to approve, and
+ * Token Vault keeps the connected accounts on that same user. A passwordless or enterprise
+ * SSO login creates a second Auth0 user for the same person; this Action folds such a side
+ * user into the configured primary, so the approver and the accounts stay one identity.
  *
- * What it owns: the decision whether to link (the safety rules below), the choice of the
- * primary user, the linking call, the switch of the login subject, and the marker it leaves
- * in app_metadata. What it must not do: deny or break a login (every failure is logged and
- * swallowed), log a secret or a token, link on a non-interactive or CIBA transaction, link
- * an unverified email, or run longer than BUDGET_MS (Auth0 stops an Action at 20 s).
+ * Auth0's guidance (link-user-accounts): "Every manual account link should prompt the user
+ * to enter credentials ... request authentication for both accounts before linking occurs."
+ * Hence: only ever link INTO the configured primary (secret PRIMARY_USER_ID, which
+ * `aegisctl auth0 deploy-action` sets to `[auth0] user_id`), only logins through an
+ * allow-listed connection (LINK_CONNECTIONS; empty means linking is off: fail closed), and
+ * two ways to prove both accounts belong to the person:
+ *   LINK_MODE=verified_email (default): the login just authenticated the side account, and
+ *     the primary's email is verified and equal to it (weaker: it trusts the email).
+ *   LINK_MODE=reauthenticate (Auth0's pattern): redirect to LINK_REDIRECT_URL, where the
+ *     person signs in to the primary account; the page returns a session_token signed with
+ *     LINK_SESSION_SECRET (HS256) whose claims are {candidate: <side user_id>,
+ *     authenticated: <primary user_id>}; the link happens in onContinuePostLogin.
  *
- * Safety rules, checked in this order (the first that applies ends the Action quietly):
- *   1. CIBA transactions (`event.transaction.protocol` starts with `oidc-ciba`) are skipped:
- *      the approver is already the primary user, and a push approval is no place to relink.
- *   2. Non-interactive transactions are skipped: refresh-token, token-exchange, password
- *      grants, and whatever `api.redirect.canRedirect()` reports as unable to redirect
- *      (this includes `prompt=none`). Linking must follow a real login by the person.
- *   3. Users already processed (app_metadata.aegis_link present) are skipped.
- *   4. Users that already have several identities are skipped: they are a primary already,
- *      and Auth0 cannot link a user that has linked identities into another one.
- *   5. A user without an email, or whose email is not verified, is skipped; so are
- *      candidates whose email is not verified. Both sides must be verified.
- *   6. If the secret LINK_CONNECTIONS is set (comma-separated connection names), only a
- *      login through one of those connections is linked.
+ * Order of the link (as Auth0's sample, "to prevent 'Unable to construct login user'"):
+ * every check first, then api.authentication.setPrimaryUser(primary), then the link call.
+ * If the link call times out or answers unclearly, the primary's identities are read before
+ * deciding; a link that did not happen after the switch would make Auth0 fail the login
+ * anyway, so the Action then denies it with a clear reason (the next login tries again).
  *
- * Primary rule (deterministic, so two concurrent logins agree): among the current user and
- * every other user with the same verified email, a user whose app_metadata.aegis_primary is
- * `true` wins; otherwise the oldest `created_at` wins; ties are broken by the smaller
- * `user_id`. Only the identity that just logged in is linked (it has just authenticated);
- * if the current user is itself the primary, nothing is linked, and the other accounts are
- * linked when each of them logs in.
+ * What it must not do: link into anyone but PRIMARY_USER_ID, log a secret or a token, link
+ * on a non-interactive or CIBA transaction, or run longer than BUDGET_MS (Auth0 stops an
+ * Action at 20 s). Before the switch, every failure is logged and the login goes on unlinked.
  *
- * Secrets (event.secrets):
- *   DOMAIN         the canonical tenant domain, e.g. `example.eu.auth0.com`
- *   CLIENT_ID      an M2M application granted `read:users update:users` on the Management API
- *   CLIENT_SECRET  its secret (never logged)
- *   LINK_CONNECTIONS  optional allow-list of connection names, see rule 6
- *   MGMT_BASE_URL  tests only: an `https://` or loopback `http://` base URL that stands in
- *                  for `https://DOMAIN` (token endpoint and Management API); never set it
- *                  on a real tenant.
+ * Skips, in this order (the first that applies ends the Action quietly):
+ *   1. CIBA transactions (`event.transaction.protocol` starts with `oidc-ciba`).
+ *   2. Non-interactive transactions (refresh-token, token-exchange, password grants, and
+ *      whatever `api.redirect.canRedirect()` reports as unable to redirect, e.g. prompt=none).
+ *   3. The primary itself, users already linked (several identities), users processed
+ *      before (app_metadata.aegis_link).
+ *   4. LINK_CONNECTIONS empty (logged: linking is off), or this connection not in it.
+ *   5. verified_email mode: no email, or an unverified one, on either side.
+ *
+ * Secrets (event.secrets), all set by `aegisctl auth0 deploy-action`:
+ *   DOMAIN            the CANONICAL tenant domain (`TENANT.REGION.auth0.com`), also behind a
+ *                     custom domain: the Management API audience must name it
+ *   CLIENT_ID         an M2M application granted `read:users update:users`
+ *   CLIENT_SECRET     its secret (never logged)
+ *   PRIMARY_USER_ID   the one user side identities are linked into
+ *   LINK_CONNECTIONS  comma-separated connection names whose logins may be linked
+ *   LINK_MODE         `verified_email` (default) or `reauthenticate`
+ *   LINK_REDIRECT_URL, LINK_SESSION_SECRET  for `reauthenticate` only
+ *   MGMT_BASE_URL     tests only: an `https://` or loopback `http://` base URL standing in for
+ *                     `https://DOMAIN`; never set it on a real tenant.
  *
  * Plain CommonJS for node 20+ (Auth0 runtime node22): no TypeScript, no npm dependencies.
  */
 'use strict';
 
 const MARKER_KEY = 'aegis_link';
-const PRIMARY_FLAG = 'aegis_primary';
 
 // Auth0 stops an Action at 20 s; stay well below and leave room for the rest of the flow.
 const BUDGET_MS = 10000;
@@ -67,6 +74,7 @@ const TOKEN_EARLY_MS = 60 * 1000;
 const LOG_MAX_CHARS = 256;
 // setPrimaryUser accepts ids of at most 128 characters.
 const PRIMARY_ID_MAX = 128;
+const SESSION_TOKEN_SECONDS = 600;
 
 const NON_INTERACTIVE = new Set([
   'oauth2-refresh-token',
@@ -78,7 +86,13 @@ const NON_INTERACTIVE = new Set([
 ]);
 
 // Skip reasons worth a log line: they explain why a person's accounts were not linked.
-const LOGGED_SKIPS = new Set(['no email', 'email not verified', 'connection not in LINK_CONNECTIONS']);
+const LOGGED_SKIPS = new Set([
+  'no email',
+  'email not verified',
+  'connection not in LINK_CONNECTIONS',
+  'LINK_CONNECTIONS is empty: linking is off',
+  'PRIMARY_USER_ID is not set',
+]);
 
 /** A failure with a message built only from text this file controls (no secrets). */
 class LinkError extends Error {
@@ -114,28 +128,6 @@ function errorCode(data) {
   return code ? ` ${safe(code, 40)}` : '';
 }
 
-function skipReason(event, api) {
-  const user = event.user || {};
-  const protocol = String((event.transaction && event.transaction.protocol) || '');
-  if (protocol.startsWith('oidc-ciba')) return 'CIBA transaction';
-  if (NON_INTERACTIVE.has(protocol)) return `non-interactive protocol ${safe(protocol)}`;
-  if (api.redirect && typeof api.redirect.canRedirect === 'function' && !api.redirect.canRedirect()) {
-    return 'non-interactive transaction (cannot redirect)';
-  }
-  const meta = user.app_metadata || {};
-  if (meta[MARKER_KEY] !== undefined && meta[MARKER_KEY] !== null) return 'already processed';
-  if (Array.isArray(user.identities) && user.identities.length > 1) return 'already linked';
-  if (!user.email) return 'no email';
-  if (user.email_verified !== true) return 'email not verified';
-  const allowed = String((event.secrets && event.secrets.LINK_CONNECTIONS) || '')
-    .split(',')
-    .map((name) => name.trim())
-    .filter(Boolean);
-  const connection = event.connection && event.connection.name;
-  if (allowed.length > 0 && !allowed.includes(connection)) return 'connection not in LINK_CONNECTIONS';
-  return null;
-}
-
 function baseUrl(secrets) {
   const override = secrets.MGMT_BASE_URL;
   if (!override) return `https://${secrets.DOMAIN}`;
@@ -155,14 +147,22 @@ function baseUrl(secrets) {
 
 function makeContext(event, api, started) {
   const secrets = event.secrets || {};
-  for (const name of ['DOMAIN', 'CLIENT_ID', 'CLIENT_SECRET']) {
+  const mode = linkMode(secrets);
+  const needed = ['DOMAIN', 'CLIENT_ID', 'CLIENT_SECRET', 'PRIMARY_USER_ID'];
+  if (mode === 'reauthenticate') needed.push('LINK_REDIRECT_URL', 'LINK_SESSION_SECRET');
+  for (const name of needed) {
     if (!secrets[name]) throw new LinkError('config', `secret ${name} is not set`);
+  }
+  if (secrets.PRIMARY_USER_ID.length > PRIMARY_ID_MAX) {
+    throw new LinkError('config', 'PRIMARY_USER_ID is longer than setPrimaryUser accepts');
   }
   const key = (CACHE_KEY_PREFIX + safe(secrets.CLIENT_ID, 64)).slice(0, CACHE_MAX_KEY_BYTES);
   return {
     api,
     secrets,
-    scrub: [secrets.CLIENT_SECRET],
+    scrub: [secrets.CLIENT_SECRET, secrets.LINK_SESSION_SECRET].filter(Boolean),
+    mode,
+    primaryId: secrets.PRIMARY_USER_ID,
     base: baseUrl(secrets),
     audience: `https://${secrets.DOMAIN}/api/v2/`,
     cacheKey: key,
@@ -244,10 +244,13 @@ function cacheDelete(ctx) {
 
 /** A Management API token: from api.cache when possible, else client_credentials. */
 async function managementToken(ctx, { fresh }) {
+  // One token per execution: the link right after the switch must not depend on a new fetch.
+  if (!fresh && ctx.token) return { token: ctx.token, cached: true };
   if (!fresh) {
     const cached = cacheGet(ctx);
     if (cached) {
       ctx.scrub.push(cached);
+      ctx.token = cached;
       return { token: cached, cached: true };
     }
   }
@@ -263,6 +266,7 @@ async function managementToken(ctx, { fresh }) {
     throw new LinkError('token', `HTTP ${res.status}${errorCode(res.data)}`);
   }
   ctx.scrub.push(res.data.access_token);
+  ctx.token = res.data.access_token;
   cacheSet(ctx, res.data.access_token, res.data.expires_in);
   return { token: res.data.access_token, cached: false };
 }
@@ -277,42 +281,6 @@ async function management(ctx, step, method, path, json) {
     res = await send(ctx, step, method, path, { json, token: tok.token });
   }
   return res;
-}
-
-async function findCandidates(ctx, user) {
-  const query = new URLSearchParams({ email: user.email }).toString();
-  const res = await management(ctx, 'users-by-email', 'GET', `/api/v2/users-by-email?${query}`);
-  if (res.status !== 200 || !Array.isArray(res.data)) {
-    throw new LinkError('users-by-email', `HTTP ${res.status}${errorCode(res.data)}`);
-  }
-  const email = String(user.email).toLowerCase();
-  return res.data.filter(
-    (other) =>
-      other &&
-      typeof other.user_id === 'string' &&
-      other.user_id !== user.user_id &&
-      other.email_verified === true &&
-      typeof other.email === 'string' &&
-      other.email.toLowerCase() === email,
-  );
-}
-
-function createdAt(user) {
-  const ms = Date.parse(user.created_at);
-  // A user without a readable creation date sorts last: it cannot claim to be the oldest.
-  return Number.isNaN(ms) ? Number.POSITIVE_INFINITY : ms;
-}
-
-/** The primary rule from the header: aegis_primary flag, then oldest, then smallest id. */
-function choosePrimary(users) {
-  const flagged = (u) => (u.app_metadata && u.app_metadata[PRIMARY_FLAG] === true ? 0 : 1);
-  return [...users].sort((a, b) => {
-    const byFlag = flagged(a) - flagged(b);
-    if (byFlag !== 0) return byFlag;
-    const byAge = createdAt(a) - createdAt(b);
-    if (byAge !== 0 && !Number.isNaN(byAge)) return byAge;
-    return a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0;
-  })[0];
 }
 
 /** The identity used for this login, as {provider, user_id, connection}. */
@@ -333,7 +301,118 @@ function mark(api, value) {
   api.user.setAppMetadata(MARKER_KEY, { ...value, at: new Date().toISOString() });
 }
 
-async function linkSideIdentity(event, api, started, holder) {
+function allowList(secrets) {
+  return String(secrets.LINK_CONNECTIONS || '')
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+}
+
+function linkMode(secrets) {
+  return secrets.LINK_MODE === 'reauthenticate' ? 'reauthenticate' : 'verified_email';
+}
+
+function skipReason(event, api) {
+  const user = event.user || {};
+  const secrets = event.secrets || {};
+  const protocol = String((event.transaction && event.transaction.protocol) || '');
+  if (protocol.startsWith('oidc-ciba')) return 'CIBA transaction';
+  if (NON_INTERACTIVE.has(protocol)) return `non-interactive protocol ${safe(protocol)}`;
+  if (api.redirect && typeof api.redirect.canRedirect === 'function' && !api.redirect.canRedirect()) {
+    return 'non-interactive transaction (cannot redirect)';
+  }
+  if (!secrets.PRIMARY_USER_ID) return 'PRIMARY_USER_ID is not set';
+  if (user.user_id === secrets.PRIMARY_USER_ID) return 'the primary itself';
+  const meta = user.app_metadata || {};
+  if (meta[MARKER_KEY] !== undefined && meta[MARKER_KEY] !== null) return 'already processed';
+  if (Array.isArray(user.identities) && user.identities.length > 1) return 'already linked';
+  const allowed = allowList(secrets);
+  if (allowed.length === 0) return 'LINK_CONNECTIONS is empty: linking is off';
+  const connection = event.connection && event.connection.name;
+  if (!allowed.includes(connection)) return 'connection not in LINK_CONNECTIONS';
+  if (linkMode(secrets) === 'verified_email') {
+    if (!user.email) return 'no email';
+    if (user.email_verified !== true) return 'email not verified';
+  }
+  return null;
+}
+
+function userPath(id, suffix = '') {
+  return `/api/v2/users/${encodeURIComponent(id)}${suffix}`;
+}
+
+/** The primary, read fresh from the Management API (its identities and email). */
+async function readPrimary(ctx) {
+  const query = new URLSearchParams({ fields: 'user_id,email,email_verified,identities', include_fields: 'true' });
+  const res = await management(ctx, 'read-primary', 'GET', `${userPath(ctx.primaryId)}?${query}`);
+  if (res.status !== 200 || !res.data || !Array.isArray(res.data.identities)) {
+    throw new LinkError('read-primary', `HTTP ${res.status}${errorCode(res.data)}`);
+  }
+  return res.data;
+}
+
+function lists(identities, identity) {
+  return (
+    Array.isArray(identities) &&
+    identities.some((i) => i && i.provider === identity.provider && String(i.user_id) === identity.user_id)
+  );
+}
+
+function mark(api, value) {
+  api.user.setAppMetadata(MARKER_KEY, { ...value, at: new Date().toISOString() });
+}
+
+/** Checks that need the primary: it exists, its email matches (verified_email mode). */
+async function checkPrimary(ctx, user) {
+  const primary = await readPrimary(ctx);
+  if (ctx.mode !== 'verified_email') return primary;
+  const same =
+    primary.email_verified === true &&
+    typeof primary.email === 'string' &&
+    primary.email.toLowerCase() === String(user.email).toLowerCase();
+  if (!same) throw new LinkError('check', 'the primary has no verified email equal to this login\'s');
+  return primary;
+}
+
+/**
+ * Switch, then link (Auth0's order), then make sure the link happened. Called only after
+ * every check passed. Returns normally when linked; denies the login when the link did not
+ * happen (after the switch Auth0 would fail it anyway, with a less clear message).
+ */
+async function switchAndLink(ctx, event, api, user) {
+  const identity = loginIdentity(event, user);
+  const body = { provider: identity.provider, user_id: identity.user_id };
+  // connection_id tells Auth0 which database connection is meant when several exist.
+  const conn = event.connection || {};
+  if (conn.id && (!identity.connection || identity.connection === conn.name)) body.connection_id = conn.id;
+  api.authentication.setPrimaryUser(ctx.primaryId);
+  let res = null;
+  let failure = '';
+  try {
+    res = await management(ctx, 'link', 'POST', userPath(ctx.primaryId, '/identities'), body);
+  } catch (err) {
+    failure = err instanceof LinkError ? err.message : `unexpected ${safe(err && err.name, 30)}`;
+  }
+  let linked = res !== null && (res.status === 200 || res.status === 201) && lists(res.data, body);
+  if (!linked && (res === null || res.status >= 500 || res.status < 300)) {
+    // A timeout or an unclear answer: the link may have happened. Read before deciding.
+    try {
+      linked = lists((await readPrimary(ctx)).identities, body);
+    } catch (err) {
+      failure = `${failure}; ${err instanceof LinkError ? err.message : 'read failed'}`;
+    }
+  }
+  if (!linked) {
+    const why = failure || `link: HTTP ${res && res.status}${errorCode(res && res.data)}`;
+    log(`${safe(user.user_id)}: link did not happen after the switch (${why}); login denied`, ctx.scrub);
+    api.access.deny('Linking this sign-in to your Aegis account did not complete. Please sign in again.');
+    return;
+  }
+  mark(api, { status: 'linked', primary: ctx.primaryId });
+  log(`${safe(user.user_id)}: linked into ${safe(ctx.primaryId)}`, ctx.scrub);
+}
+
+async function onLogin(event, api, started, holder) {
   const user = event.user || {};
   const reason = skipReason(event, api);
   if (reason) {
@@ -343,56 +422,58 @@ async function linkSideIdentity(event, api, started, holder) {
   }
   const ctx = makeContext(event, api, started);
   holder.scrub = ctx.scrub;
-  const candidates = await findCandidates(ctx, user);
-  if (candidates.length === 0) {
-    mark(api, { status: 'alone' });
-    log(`${safe(user.user_id)}: no other verified account with this email`);
+  if (ctx.mode === 'reauthenticate') {
+    // Auth0's pattern: prove the primary too, on a page of the tenant owner's choosing.
+    const token = api.redirect.encodeToken({
+      secret: ctx.secrets.LINK_SESSION_SECRET,
+      expiresInSeconds: SESSION_TOKEN_SECONDS,
+      payload: { candidate: user.user_id, primary: ctx.primaryId },
+    });
+    api.redirect.sendUserTo(ctx.secrets.LINK_REDIRECT_URL, { query: { session_token: token } });
+    log(`${safe(user.user_id)}: sent to re-authenticate the primary before linking`);
     return;
   }
-  const primary = choosePrimary([user, ...candidates]);
-  if (primary.user_id === user.user_id) {
-    mark(api, { status: 'primary' });
-    log(`${safe(user.user_id)}: is the primary of ${candidates.length + 1} accounts; nothing linked`);
-    return;
+  await checkPrimary(ctx, user);
+  await switchAndLink(ctx, event, api, user);
+}
+
+async function continueAfterReauthentication(event, api, started, holder) {
+  const user = event.user || {};
+  const ctx = makeContext(event, api, started);
+  holder.scrub = ctx.scrub;
+  if (ctx.mode !== 'reauthenticate') throw new LinkError('continue', 'LINK_MODE is not reauthenticate');
+  let payload;
+  try {
+    payload = api.redirect.validateToken({ secret: ctx.secrets.LINK_SESSION_SECRET, tokenParameterName: 'session_token' });
+  } catch {
+    throw new LinkError('continue', 'the session_token is not valid');
   }
-  if (primary.user_id.length > PRIMARY_ID_MAX) {
-    throw new LinkError('link', 'primary user_id is longer than setPrimaryUser accepts');
+  if (!payload || payload.candidate !== user.user_id || payload.authenticated !== ctx.primaryId) {
+    throw new LinkError('continue', 'the session_token does not prove the primary for this login');
   }
-  const identity = loginIdentity(event, user);
-  const body = { provider: identity.provider, user_id: identity.user_id };
-  // connection_id tells Auth0 which database connection is meant when several exist.
-  const conn = event.connection || {};
-  if (conn.id && (!identity.connection || identity.connection === conn.name)) body.connection_id = conn.id;
-  const path = `/api/v2/users/${encodeURIComponent(primary.user_id)}/identities`;
-  const res = await management(ctx, 'link', 'POST', path, body);
-  if (res.status !== 201 && res.status !== 200) {
-    throw new LinkError('link', `HTTP ${res.status}${errorCode(res.data)}`);
+  const reason = skipReason(event, api);
+  if (reason && !reason.startsWith('non-interactive transaction')) throw new LinkError('continue', reason);
+  await checkPrimary(ctx, user);
+  await switchAndLink(ctx, event, api, user);
+}
+
+async function guarded(step, event, api) {
+  const holder = { scrub: [] };
+  try {
+    await step(event, api, Date.now(), holder);
+  } catch (err) {
+    // Nothing was switched: the login goes on with the unlinked user. A foreign error's
+    // message is not ours to trust, so only its class name is logged.
+    const detail = err instanceof LinkError ? err.message : `unexpected ${safe(err && err.name, 30)}`;
+    log(`not linked, login continues: ${detail}`, holder.scrub);
   }
-  // setPrimaryUser fails the whole login unless this identity is now a secondary of the
-  // primary, so switch only when the answer (the primary's identities) lists it.
-  const listed =
-    Array.isArray(res.data) &&
-    res.data.some((i) => i && i.provider === body.provider && String(i.user_id) === body.user_id);
-  if (!listed) throw new LinkError('link', 'answer does not list the identity; not switching');
-  api.authentication.setPrimaryUser(primary.user_id);
-  // After the switch Auth0 may apply this to the primary or drop it; either is harmless,
-  // because the linked identity now logs in as the primary, which has several identities.
-  mark(api, { status: 'linked', primary: primary.user_id });
-  log(`${safe(user.user_id)}: linked into ${safe(primary.user_id)}`, ctx.scrub);
 }
 
 /**
  * @param {Event} event - the post-login event (user, transaction, connection, secrets).
  * @param {PostLoginAPI} api - the post-login API object.
  */
-exports.onExecutePostLogin = async (event, api) => {
-  const holder = { scrub: [] };
-  try {
-    await linkSideIdentity(event, api, Date.now(), holder);
-  } catch (err) {
-    // Never lock a person out: the login goes on with the unlinked user. A foreign error's
-    // message is not ours to trust, so only its class name is logged.
-    const detail = err instanceof LinkError ? err.message : `unexpected ${safe(err && err.name, 30)}`;
-    log(`not linked, login continues: ${detail}`, holder.scrub);
-  }
-};
+exports.onExecutePostLogin = async (event, api) => guarded(onLogin, event, api);
+
+/** Back from LINK_REDIRECT_URL (reauthenticate mode only). */
+exports.onContinuePostLogin = async (event, api) => guarded(continueAfterReauthentication, event, api);
