@@ -4,7 +4,7 @@ Owns the client side of the socket protocol on anyio, so it runs under asyncio a
 connecting (``AEGIS_SOCKET`` or the default path), the handshake, several requests in flight
 on one connection, ``Pending`` events, cancellation (a cancelled await sends ``Cancel``), and
 raising the ``AegisError`` subclass named by each error code. It imports only the standard
-library, anyio, msgspec, platformdirs and ``aegisd.wire``/``aegisd.errors``: no httpx, no mcp,
+library, anyio, msgspec, platformdirs and ``aegisd.wire``/``errors``/``locate``: no httpx, no mcp,
 so ``import aegisd.client`` stays light. It never keeps a credential after handing it over.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar, cast
 import anyio
 import anyio.abc
 
-from aegisd import wire
+from aegisd import locate, wire
 from aegisd.errors import (
     AegisError,
     ApprovalDenied,
@@ -37,6 +37,7 @@ from aegisd.errors import (
     Cancelled,
     CredentialUnavailable,
     DaemonUnavailable,
+    DaemonUntrusted,
     FrameTooLarge,
     Internal,
     InvalidParams,
@@ -63,6 +64,7 @@ __all__ = [
     "CredentialUnavailable",
     "Credentials",
     "DaemonUnavailable",
+    "DaemonUntrusted",
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
@@ -86,13 +88,8 @@ CLIENT_NAME: Final = "aegis-sdk"
 
 
 def default_socket() -> Path:
-    """``AEGIS_SOCKET``, else ``platformdirs.user_runtime_dir("aegis")/aegisd.sock``."""
-    env = os.environ.get("AEGIS_SOCKET")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs  # imported here: only needed when no socket is given
-
-    return Path(platformdirs.user_runtime_dir("aegis")) / "aegisd.sock"
+    """``AEGIS_SOCKET``, else the runtime-dir socket if present, else ``/run/aegis/aegisd.sock``."""
+    return locate.discover_socket()
 
 
 # A single-use credential as the daemon sent it; ``repr`` never shows the token. The wire
@@ -179,6 +176,9 @@ class AegisClient:
         try:
             with anyio.fail_after(self.connect_timeout):
                 self._stream = await anyio.connect_unix(path)
+                # before a single byte goes out: is it aegisd's account listening there?
+                raw = self._stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610
+                locate.check_server(raw, path)
                 with suppress(DaemonUnavailable):
                     # the daemon may have answered and closed already (rate_limited at its
                     # connection cap): its Error is still there to read

@@ -24,11 +24,12 @@ from aegisd.errors import (
     BadRequest,
     Cancelled,
     FrameTooLarge,
+    PeerRejected,
     RateLimited,
     ShuttingDown,
     UnsupportedProtocol,
 )
-from aegisd.peer import PeerIdentity
+from aegisd.peer import PeerIdentity, why_unmatched
 from aegisd.policy import Policy
 
 __all__ = ["Connection", "Host"]
@@ -135,6 +136,7 @@ class Connection:
                                 pid=self.peer.pid,
                                 exe=self.peer.exe,
                                 caller=self.rule.name if self.rule else None,
+                                exe_verified=self.peer.exe_verified,
                             ),
                         )
                     )
@@ -147,7 +149,9 @@ class Connection:
                 conn=self.conn_id,
                 pid=self.peer.pid,
                 uid=self.peer.uid,
-                exe=self.peer.exe,
+                exe=self.peer.exe if self.peer.exe_verified else "exe unverified",
+                exe_verified=self.peer.exe_verified,
+                argv0=self.peer.argv[0][:256] if self.peer.argv else "",
                 caller=self.rule.name if self.rule else None,
             )
             async with trio.open_nursery() as nursery:
@@ -245,6 +249,9 @@ class Connection:
                     error = exc
             if scope.cancelled_caught:
                 error = self._cancel_reason.get(msg.id)
+            if isinstance(error, PeerRejected) and self.rule is None:
+                # say why when it is the unverified executable (another uid, no CAP_SYS_PTRACE)
+                error = PeerRejected(why_unmatched(self.peer, self.host.policy.callers))
             if error is not None:
                 await self.send(
                     wire.Error(

@@ -30,10 +30,17 @@ from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config, load_config
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, ConfigError, Internal, PeerRejected, RateLimited
-from aegisd.peer import ExeHasher, PeerIdentity, match_caller, read_peer, uid_allowed
+from aegisd.peer import (
+    ExeHasher,
+    PeerIdentity,
+    match_caller,
+    read_peer,
+    uid_allowed,
+    why_unmatched,
+)
 from aegisd.policy import Policy, compile_policy
 from aegisd.secrets import SecretStore, open_secret_store
-from aegisd.server import Listener, notify, open_listener
+from aegisd.server import Listener, access_for, notify, open_listener
 
 __all__ = ["Daemon", "daemon_version"]
 
@@ -144,7 +151,9 @@ class Daemon:
         self._started = trio.current_time()
         # The socket first: a second aegisd beside a live one must stop before it touches
         # (and "repairs") the running daemon's audit log.
-        self.listener = await open_listener(self.config.socket_path())
+        self.listener = await open_listener(
+            self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
+        )
         try:
             await trio.to_thread.run_sync(self.audit.open)
         except BaseException:
@@ -294,6 +303,14 @@ class Daemon:
             if digest is None:
                 digest = await trio.to_thread.run_sync(self._hasher.digest, peer)
         rule = match_caller(peer, self.policy.callers, digest)
+        if rule is None:
+            why = why_unmatched(peer, self.policy.callers)
+            log.info(
+                "peer %s argv %r matches no caller rule%s",
+                peer.describe(),
+                " ".join(peer.argv)[:200],
+                f": {why}" if why else "",
+            )
         return peer, rule
 
     async def inspect(
@@ -323,7 +340,7 @@ class Daemon:
                         reason="no caller rule matches",
                         request="list_actions",
                     )
-                    raise PeerRejected()
+                    raise PeerRejected(why_unmatched(peer, self.policy.callers))
                 return wire.Actions(
                     id=req_id,
                     actions=[
@@ -363,6 +380,7 @@ class Daemon:
                     pid=c.peer.pid,
                     exe=c.peer.exe,
                     caller=c.rule.name if c.rule else None,
+                    exe_verified=c.peer.exe_verified,
                 )
                 for c in self._connections.values()
                 if c.peer is not None

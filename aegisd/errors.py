@@ -23,6 +23,7 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── ShuttingDown                 shutting_down        14
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
+    ├── DaemonUntrusted              daemon_untrusted     15   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
 
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "CredentialUnavailable",
     "DaemonUnavailable",
+    "DaemonUntrusted",
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
@@ -225,6 +227,18 @@ class DaemonUnavailable(AegisError):
     default_message = "aegisd is not running (start it with `aegisd` or `aegisctl service install`)"
 
 
+class DaemonUntrusted(AegisError):
+    """Client side only: the socket's server is not aegisd's account, or its directory is unsafe.
+
+    Raised after ``connect`` and before a single byte is sent (``aegisd.locate``): a socket
+    planted by another user must never receive a request nor hand back a token.
+    """
+
+    code = "daemon_untrusted"
+    exit_code = 15
+    default_message = "the process on the socket is not a trusted aegisd"
+
+
 class ConfigError(AegisError):
     """Local only: a configuration or policy file is invalid.
 
@@ -267,12 +281,14 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     ShuttingDown,
     Internal,
     DaemonUnavailable,
+    DaemonUntrusted,
 )
 
 _BY_CODE: Final[dict[str, type[AegisError]]] = {cls.code: cls for cls in _WIRE_CLASSES}
 
 WIRE_CODES: Final[frozenset[str]] = frozenset(c.code for c in _WIRE_CLASSES) - {
-    "daemon_unavailable"
+    "daemon_unavailable",
+    "daemon_untrusted",
 }
 
 

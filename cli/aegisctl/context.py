@@ -25,15 +25,17 @@ class CliContext:
         return load_config(self.config_path)
 
     def socket(self) -> Path:
-        """The socket to talk to: ``--socket``/``AEGIS_SOCKET``, else the config's, else default."""
+        """The socket to talk to: ``--socket``/``AEGIS_SOCKET``, else the config's ``socket``,
+        else the runtime-dir socket if present, else ``/run/aegis/aegisd.sock`` (separated)."""
+        from aegisd.locate import discover_socket
+
         if self.socket_path:
             return Path(self.socket_path).expanduser()
         try:
-            return self.load_config().socket_path()
+            configured = self.load_config().daemon.socket
         except Exception:  # an unreadable config must not stop `status` from trying the default
-            from aegisd.config import default_socket_path
-
-            return default_socket_path()
+            configured = None
+        return discover_socket(configured)
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -134,8 +134,18 @@ def test_golden_welcome_shape() -> None:
         "type": "welcome",
         "protocol": "1.0",
         "daemon_version": "0.1.0",
-        "peer": {"uid": 1000, "pid": 42, "exe": "/usr/bin/python3", "caller": "claude"},
+        "peer": {
+            "uid": 1000,
+            "pid": 42,
+            "exe": "/usr/bin/python3",
+            "caller": "claude",
+            "exe_verified": True,
+        },
     }
+    # an old daemon's Welcome (no exe_verified) still decodes, as verified
+    old = {**sent, "peer": {"uid": 1000, "pid": 42, "exe": "/usr/bin/python3"}}
+    welcome = wire.decode_daemon(msgspec.msgpack.encode(old))
+    assert isinstance(welcome, wire.Welcome) and welcome.peer.exe_verified
 
 
 def test_unknown_fields_from_a_newer_peer_are_ignored() -> None:
