@@ -14,6 +14,7 @@ import errno
 import http.cookiejar
 import logging
 import os
+import pwd
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -30,6 +31,8 @@ from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config, load_config
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, ConfigError, Internal, PeerRejected, RateLimited
+from aegisd.hardening import memory_access_state
+from aegisd.locate import daemon_account_uid
 from aegisd.peer import (
     ExeHasher,
     PeerIdentity,
@@ -392,6 +395,10 @@ class Daemon:
             auth0=auth0,
             actions=len(self.policy.actions),
             callers=len(self.policy.callers),
+            mode=running_mode(),
+            daemon_uid=os.getuid(),
+            daemon_user=_user_name(os.getuid()),
+            hardening=memory_access_state(),
         )
 
     async def _verify_cached(self) -> VerifyResult:
@@ -436,6 +443,19 @@ class Daemon:
         )
         log.info("policy reloaded: %d actions", len(new_policy.actions))
         return True
+
+
+def running_mode() -> str:
+    """``separated`` when aegisd runs as the daemon account (not root), else ``same-uid``."""
+    uid = os.getuid()
+    return "separated" if uid != 0 and uid == daemon_account_uid() else "same-uid"
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
