@@ -379,6 +379,31 @@ class AegisClient:
             raise BadRequest("unexpected answer to lock")
         return final
 
+    # operator and policy requests (aegisctl reload, policy show, policy propose)
+
+    async def reload(self) -> wire.Reloaded:
+        final = await self._simple(wire.Reload(id=next(self._ids)))
+        if not isinstance(final, wire.Reloaded):
+            raise BadRequest("unexpected answer to reload")
+        return final
+
+    async def show_policy(self) -> wire.PolicyText:
+        final = await self._simple(wire.ShowPolicy(id=next(self._ids)))
+        if not isinstance(final, wire.PolicyText):
+            raise BadRequest("unexpected answer to show_policy")
+        return final
+
+    async def propose_policy(
+        self, text: str, *, on_pending: PendingCallback | None = None
+    ) -> wire.PolicyResult:
+        """Send a new policy; waits through the approval on the phone."""
+        req_id = next(self._ids)
+        async with self._exchange(wire.ProposePolicy(id=req_id, text=text)) as waiter:
+            final = await self._final(waiter, req_id, on_pending)
+        if not isinstance(final, wire.PolicyResult):
+            raise BadRequest("unexpected answer to propose_policy")
+        return final
+
 
 class BlockingAegisClient:
     """A small blocking wrapper for sync code: each call opens one connection.

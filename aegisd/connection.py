@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -45,11 +46,22 @@ class Host(Protocol):
     """What a connection needs from the daemon."""
 
     version: str
-    policy: Policy
     broker: Broker
     handshake_timeout: float
     idle_timeout: float
     stopping: bool
+
+    @property
+    def policy(self) -> Policy: ...
+
+    async def propose(
+        self,
+        msg: wire.ProposePolicy,
+        peer: PeerIdentity,
+        send: Callable[[wire.Pending], Awaitable[None]],
+    ) -> wire.DaemonMessage:
+        """A policy proposal: ``Pending`` through ``send``, then the final answer."""
+        ...
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
@@ -198,7 +210,7 @@ class Connection:
             if isinstance(msg, wire.Hello):
                 await self._try_send(wire.Error(code="bad_request", message="second Hello"))
                 raise _Closed("bad_request")
-            if isinstance(msg, wire.Authorize | wire.Proxy):
+            if isinstance(msg, wire.Authorize | wire.Proxy | wire.ProposePolicy):
                 if self.host.stopping:
                     stop = ShuttingDown()
                     await self.send(wire.Error(id=msg.id, code=stop.code, message=stop.message))
@@ -237,14 +249,19 @@ class Connection:
                     )
                 await self.send(answer)
 
-    async def _request(self, msg: wire.Authorize | wire.Proxy, scope: trio.CancelScope) -> None:
+    async def _request(
+        self, msg: wire.Authorize | wire.Proxy | wire.ProposePolicy, scope: trio.CancelScope
+    ) -> None:
         assert self.peer is not None
         ctx = RequestContext(self.conn_id, self.peer, self.rule, self.send)
         error: AegisError | None = None
         try:
             with scope:
                 try:
-                    await self.host.broker.handle(ctx, msg, self.host.policy)
+                    if isinstance(msg, wire.ProposePolicy):
+                        await self.send(await self.host.propose(msg, self.peer, self.send))
+                    else:
+                        await self.host.broker.handle(ctx, msg, self.host.policy)
                 except AegisError as exc:
                     error = exc
             if scope.cancelled_caught:

@@ -14,9 +14,8 @@ import errno
 import http.cookiejar
 import logging
 import os
-import pwd
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
@@ -28,11 +27,11 @@ from aegisd import wire
 from aegisd.audit import AuditLog, VerifyResult, verify_files
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
-from aegisd.config import CallerRule, Config, load_config
+from aegisd.config import CallerRule, Config
 from aegisd.connection import Connection
-from aegisd.errors import AegisError, ConfigError, Internal, PeerRejected, RateLimited
+from aegisd.errors import AegisError, Internal, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
-from aegisd.locate import daemon_account_uid
+from aegisd.mode import operator_refusal, running_mode, user_name
 from aegisd.peer import (
     ExeHasher,
     PeerIdentity,
@@ -41,7 +40,9 @@ from aegisd.peer import (
     uid_allowed,
     why_unmatched,
 )
-from aegisd.policy import Policy, compile_policy
+from aegisd.policy import Policy
+from aegisd.policy_keeper import PolicyKeeper
+from aegisd.proposal import ProposalDesk
 from aegisd.secrets import SecretStore, open_secret_store
 from aegisd.server import Listener, access_for, notify, open_listener
 
@@ -122,8 +123,6 @@ class Daemon:
         proxy_http: httpx.AsyncClient | None = None,
         approver: Approver | None = None,
     ) -> None:
-        self.config = config
-        self.policy: Policy = compile_policy(config)
         self.version = daemon_version()
         self.handshake_timeout = config.daemon.handshake_timeout
         self.idle_timeout = config.daemon.idle_timeout
@@ -143,6 +142,8 @@ class Daemon:
             config.audit_path(), now=now, rotate_bytes=config.daemon.audit_rotate_bytes
         )
         self.record = _AuditRecorder(self.audit)
+        self.keeper = PolicyKeeper(config, self.record, self._policy_swapped)
+        self.proposals = ProposalDesk(None, self.record)
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
         self.stopping = False
@@ -190,6 +191,13 @@ class Daemon:
                     offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
                 )
                 self._auth0_state = getattr(approver, "state", None)
+                self.proposals = ProposalDesk(
+                    approver,
+                    self.record,
+                    authorization_details=bool(
+                        self.config.auth0 and self.config.auth0.authorization_details
+                    ),
+                )
                 await self.record(
                     "start",
                     pid=os.getpid(),
@@ -199,6 +207,7 @@ class Daemon:
                     config=self.config.source,
                     recovered=self.audit.recovered,
                 )
+                await self.keeper.adopt()
                 async with trio.open_nursery() as nursery:
                     self._cancel = nursery.cancel_scope
                     await nursery.start(self.broker.serve)
@@ -322,6 +331,20 @@ class Daemon:
         match msg:
             case wire.Status(id=req_id):
                 return await self._status(req_id)
+            case wire.Reload(id=req_id):
+                refusal = operator_refusal(peer)
+                if refusal is not None:
+                    raise PeerRejected(refusal)
+                problems = await self.keeper.reload()
+                return wire.Reloaded(
+                    id=req_id,
+                    ok=not problems,
+                    generation=self.keeper.generation,
+                    problems=problems[:50],
+                    policy_sha256=self.keeper.active.sha256,
+                )
+            case wire.ShowPolicy(id=req_id):
+                return self.keeper.show(req_id)
             case wire.ListPending(id=req_id):
                 return wire.PendingList(id=req_id, pending=self.broker.pending())
             case wire.CancelPending(id=req_id, pending_id=pid):
@@ -397,8 +420,11 @@ class Daemon:
             callers=len(self.policy.callers),
             mode=running_mode(),
             daemon_uid=os.getuid(),
-            daemon_user=_user_name(os.getuid()),
+            daemon_user=user_name(os.getuid()),
             hardening=memory_access_state(),
+            policy_sha256=self.keeper.active.sha256,
+            policy_source=self.keeper.active.source,
+            policy_generation=self.keeper.generation,
         )
 
     async def _verify_cached(self) -> VerifyResult:
@@ -415,47 +441,36 @@ class Daemon:
 
     # ---- reload --------------------------------------------------------------------------
 
+    @property
+    def config(self) -> Config:
+        return self.keeper.config
+
+    @property
+    def policy(self) -> Policy:
+        return self.keeper.policy
+
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; swap the policy atomically or keep the old one."""
-        source = self.config.source or None
-        try:
-            new_cfg = await trio.to_thread.run_sync(load_config, source)
-            new_policy = compile_policy(new_cfg)
-        except ConfigError as exc:
-            log.error("reload failed, keeping the current policy: %s", "; ".join(exc.problems))
-            await self.record("reload_failed", problems=exc.problems[:20])
-            return False
-        changed = [
-            name
-            for name, old in self.policy.actions.items()
-            if name not in new_policy.actions or new_policy.actions[name].spec != old.spec
-        ]
-        forgotten = self.broker.forget_remembered(changed)
-        self.config = new_cfg
-        self.policy = new_policy  # pending approvals keep the Policy they started with
-        self._needs_hash = any(rule.sha256 for rule in new_cfg.callers)
+        return not await self.keeper.reload()
+
+    def _policy_swapped(self, new_policy: Policy, changed: list[str]) -> int:
+        forgotten = self.broker.forget_remembered(changed) if hasattr(self, "broker") else 0
+        self._needs_hash = any(rule.sha256 for rule in new_policy.callers)
         for conn in self._connections.values():
             if conn.peer is not None:  # re-match rules so a removed caller loses access now
                 digest = self._hasher.cached(conn.peer)
                 conn.rule = match_caller(conn.peer, new_policy.callers, digest)
-        await self.record(
-            "reloaded", actions=len(new_policy.actions), changed=changed, forgotten=forgotten
+        return forgotten
+
+    async def propose(
+        self,
+        msg: wire.ProposePolicy,
+        peer: PeerIdentity,
+        send: Callable[[wire.Pending], Awaitable[None]],
+    ) -> wire.DaemonMessage:
+        return await self.proposals.propose(
+            msg.id, msg.text, current=self.config, peer=peer, send=send, apply=self.keeper.apply
         )
-        log.info("policy reloaded: %d actions", len(new_policy.actions))
-        return True
-
-
-def running_mode() -> str:
-    """``separated`` when aegisd runs as the daemon account (not root), else ``same-uid``."""
-    uid = os.getuid()
-    return "separated" if uid != 0 and uid == daemon_account_uid() else "same-uid"
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:

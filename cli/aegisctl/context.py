@@ -33,9 +33,20 @@ class CliContext:
             return Path(self.socket_path).expanduser()
         try:
             configured = self.load_config().daemon.socket
-        except Exception:  # an unreadable config must not stop `status` from trying the default
-            configured = None
+        except Exception:  # an invalid config must not stop `status` or `reload` from working
+            configured = self._raw_socket_key()
         return discover_socket(configured)
+
+    def _raw_socket_key(self) -> str | None:
+        """``[daemon] socket`` read leniently, from a config that does not validate."""
+        import tomllib
+
+        try:
+            raw = tomllib.loads(self.config_file().read_text())
+            value = raw.get("daemon", {}).get("socket")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -124,6 +124,17 @@ def test_without_cap_sys_ptrace_uids_and_argv_rules_match_exe_and_sha256_fail_cl
         assert caller_of(connect(files, "marker-exe", [])) == f"rejected: {EXE_UNVERIFIED}"
         assert caller_of(connect(files, "marker-sha", [])) == f"rejected: {EXE_UNVERIFIED}"
         assert caller_of(connect(files, "marker-argv", [])) == "by-argv"
+        # the person is not the operator: reload is for the daemon's account or root
+        run = run_raw_client(
+            files.socket,
+            [wire.Hello(client="crossuid"), wire.Reload(id=7)],
+            want=2,
+            python=SYSTEM_PYTHON,
+            prefix=as_person,
+        )
+        refused = run.messages[1]
+        assert isinstance(refused, wire.Error) and refused.code == "peer_rejected"
+        assert "sudo aegisctl reload" in refused.message
         # a person who is not in the group cannot even connect
         assert connect(files, "marker-argv", person.prefix()).outcome == "CONNECT-ERROR"
 
