@@ -11,8 +11,10 @@ rules match while ``exe`` and ``sha256`` rules fail closed, saying why. With the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +23,12 @@ import pytest
 from aegisd import wire
 from aegisd.peer import EXE_UNVERIFIED
 from tests.corekit import (
+    AEGISCTL,
     SYSTEM_PYTHON,
     ClientRun,
     Files,
     audit_records,
+    child_env,
     run_raw_client,
     wait_for_record,
     write_config,
@@ -92,7 +96,13 @@ def start(
     files = write_config(
         root, callers=rules(person), allowed_uids=[person.uid, 0], socket_group=group[0]
     )
-    d = start_daemon_as(daemon_user, files, venv_python, groups=[group[1]])
+    d = start_daemon_as(
+        daemon_user,
+        files,
+        venv_python,
+        groups=[group[1]],
+        env={"AEGIS_DAEMON_USER": daemon_user.name},  # it is "the aegis account" here
+    )
     if caps:  # what --verify-exe grants: exactly CAP_SYS_PTRACE
         assert d.argv is not None
         d.argv[4:4] = ["--inh-caps=+sys_ptrace", "--ambient-caps=+sys_ptrace"]
@@ -144,11 +154,40 @@ def test_without_cap_sys_ptrace_uids_and_argv_rules_match_exe_and_sha256_fail_cl
         assert record["exe"] == "exe unverified" and record["exe_verified"] is False
         assert record["argv0"] == SYSTEM_PYTHON
         assert EXE_UNVERIFIED in foreign_daemons[0].stderr()  # the daemon's log says it too
-        assert all(
-            r.get("exe_verified") is False
-            for r in audit_records(files.audit)
-            if r.get("event") == "connect"
+        connects = [r for r in audit_records(files.audit) if r.get("event") == "connect"]
+        assert connects and all(r["exe_verified"] is False for r in connects)
+
+
+def test_status_and_doctor_say_separated_mode(
+    daemon_user: Account,
+    person: Account,
+    clients_group: tuple[str, int],
+    venv_python: Path,
+    foreign_daemons: list[ForeignDaemon],
+) -> None:
+    with shared_root(daemon_user) as root:
+        files = start(daemon_user, person, clients_group, root, venv_python, foreign_daemons)
+        env = child_env({"AEGIS_DAEMON_USER": daemon_user.name})
+        done = subprocess.run(
+            [str(AEGISCTL), "--socket", str(files.socket), "doctor", "--json", "--timeout", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
         )
+        checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+        assert checks["mode"]["verdict"] == "ok", checks["mode"]
+        assert checks["mode"]["detail"].startswith(f"separated: aegisd runs as {daemon_user.name}")
+        assert checks["socket-dir"]["verdict"] == "ok", checks["socket-dir"]
+        status = subprocess.run(
+            [str(AEGISCTL), "--socket", str(files.socket), "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert f"mode     separated (aegisd runs as {daemon_user.name}" in status.stdout
+        assert "exe unverified" in status.stdout  # aegisctl itself, seen from the daemon
 
 
 def test_with_cap_sys_ptrace_exe_and_sha256_rules_match_again(
