@@ -31,6 +31,7 @@ from aegisd.errors import (
     AegisError,
     ApprovalDenied,
     ApprovalExpired,
+    ApprovalPending,
     ApprovalUnavailable,
     BadRequest,
     CallerNotAllowed,
@@ -56,6 +57,7 @@ __all__ = [
     "AegisError",
     "ApprovalDenied",
     "ApprovalExpired",
+    "ApprovalPending",
     "ApprovalUnavailable",
     "BadRequest",
     "BlockingAegisClient",
@@ -303,7 +305,7 @@ class AegisClient:
                     await _call_back(on_pending or self.on_pending, event)
                     continue
                 if isinstance(msg, wire.Error):
-                    raise error_for_code(msg.code, msg.message, msg.retry_after)
+                    raise error_for_code(msg.code, msg.message, msg.retry_after, msg.expires_at)
                 return msg
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), suppress(AegisError):
@@ -315,16 +317,46 @@ class AegisClient:
             return await self._final(waiter, getattr(msg, "id"), None)  # noqa: B009
 
     async def authorize(
-        self, action: str, *, on_pending: PendingCallback | None = None, **params: str
+        self,
+        action: str,
+        *,
+        on_pending: PendingCallback | None = None,
+        claim: bytes | None = None,
+        max_wait: float | None = None,
+        **params: str,
     ) -> Credentials:
         """Ask for a credential for ``action``; waits through the approval if one is needed.
 
+        With ``claim`` (random bytes you keep, e.g. ``secrets.token_bytes(32)``) and
+        ``max_wait`` seconds, a still-pending approval ends the call with ``ApprovalPending``
+        and stays alive in the daemon: calling again with the same claim and arguments
+        re-attaches to it (no second push).
+
         Raises:
-            AegisError: the subclass named by the daemon's error code (``ApprovalDenied``…).
+            AegisError: the subclass named by the daemon's error code (``ApprovalDenied``,
+                ``ApprovalPending``…).
         """
+        return await self.authorize_params(
+            action, params, on_pending=on_pending, claim=claim, max_wait=max_wait
+        )
+
+    async def authorize_params(
+        self,
+        action: str,
+        params: Mapping[str, object],
+        *,
+        on_pending: PendingCallback | None = None,
+        claim: bytes | None = None,
+        max_wait: float | None = None,
+    ) -> Credentials:
+        """``authorize`` with the action's parameters as a mapping (for tool adapters)."""
         req_id = next(self._ids)
         msg = wire.Authorize(
-            id=req_id, action=action, params={k: str(v) for k, v in params.items()}
+            id=req_id,
+            action=action,
+            params={k: str(v) for k, v in params.items()},
+            claim=claim,
+            max_wait=max_wait,
         )
         async with self._exchange(msg) as waiter:
             final = await self._final(waiter, req_id, on_pending)
@@ -338,13 +370,38 @@ class AegisClient:
         *,
         body: bytes | str | None = None,
         on_pending: PendingCallback | None = None,
+        claim: bytes | None = None,
+        max_wait: float | None = None,
         **params: str,
     ) -> ProxyResult:
-        """Have the daemon make the action's one HTTP request; returns only the API's answer."""
+        """Have the daemon make the action's one HTTP request; returns only the API's answer.
+
+        ``claim`` and ``max_wait`` as in ``authorize``.
+        """
+        return await self.proxy_params(
+            action, params, body=body, on_pending=on_pending, claim=claim, max_wait=max_wait
+        )
+
+    async def proxy_params(
+        self,
+        action: str,
+        params: Mapping[str, object],
+        *,
+        body: bytes | str | None = None,
+        on_pending: PendingCallback | None = None,
+        claim: bytes | None = None,
+        max_wait: float | None = None,
+    ) -> ProxyResult:
+        """``proxy`` with the action's parameters as a mapping (for tool adapters)."""
         req_id = next(self._ids)
         raw = body.encode() if isinstance(body, str) else body
         msg = wire.Proxy(
-            id=req_id, action=action, params={k: str(v) for k, v in params.items()}, body=raw
+            id=req_id,
+            action=action,
+            params={k: str(v) for k, v in params.items()},
+            body=raw,
+            claim=claim,
+            max_wait=max_wait,
         )
         async with self._exchange(msg) as waiter:
             final = await self._final(waiter, req_id, on_pending)
@@ -422,13 +479,11 @@ class BlockingAegisClient:
         return anyio.run(main)
 
     def authorize(self, action: str, **params: str) -> Credentials:
-        result: Credentials = self._run(lambda c: c.authorize(action, on_pending=None, **params))
+        result: Credentials = self._run(lambda c: c.authorize_params(action, params))
         return result
 
     def proxy(self, action: str, *, body: bytes | str | None = None, **params: str) -> ProxyResult:
-        result: ProxyResult = self._run(
-            lambda c: c.proxy(action, body=body, on_pending=None, **params)
-        )
+        result: ProxyResult = self._run(lambda c: c.proxy_params(action, params, body=body))
         return result
 
     def status(self) -> wire.StatusReport:
@@ -649,8 +704,8 @@ def with_async_authorization(
 
             try:
                 async with AegisClient(socket) as client:
-                    creds: Credentials | None = await client.authorize(
-                        action, on_pending=pending, **_action_params(params, arguments)
+                    creds: Credentials | None = await client.authorize_params(
+                        action, _action_params(params, arguments), on_pending=pending
                     )
             except AegisError as exc:
                 if ctx is not None and errors == "auto":

@@ -82,6 +82,7 @@ class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     max_pending: int = 1024
     max_pending_per_caller: int = 32
     ciba_starts_per_minute: int = 5
+    ciba_starts_per_minute_per_caller: int | None = None  # default: 60 % of the above
     remember_max_ttl: float = 3600.0
     audit_rotate_bytes: int = 16 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"

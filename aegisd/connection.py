@@ -276,6 +276,7 @@ class Connection:
                         code=error.code,
                         message=error.message,
                         retry_after=error.retry_after,
+                        expires_at=getattr(error, "expires_at", None),
                     )
                 )
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):

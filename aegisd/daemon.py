@@ -185,6 +185,9 @@ class Daemon:
                     max_pending=self.config.daemon.max_pending,
                     max_pending_per_caller=self.config.daemon.max_pending_per_caller,
                     ciba_starts_per_minute=self.config.daemon.ciba_starts_per_minute,
+                    ciba_starts_per_minute_per_caller=(
+                        self.config.daemon.ciba_starts_per_minute_per_caller
+                    ),
                     authorization_details=bool(
                         self.config.auth0 and self.config.auth0.authorization_details
                     ),

@@ -21,6 +21,7 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── UpstreamError                upstream_error       12
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
+    ├── ApprovalPending              approval_pending     15  (the request asked for max_wait)
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
     ├── DaemonUntrusted              daemon_untrusted     15   (client side only)
@@ -39,6 +40,7 @@ __all__ = [
     "AegisError",
     "ApprovalDenied",
     "ApprovalExpired",
+    "ApprovalPending",
     "ApprovalUnavailable",
     "BadRequest",
     "CallerNotAllowed",
@@ -211,6 +213,28 @@ class ShuttingDown(AegisError):
     default_message = "aegisd is shutting down"
 
 
+class ApprovalPending(AegisError):
+    """The request's ``max_wait`` passed while the approval is still out on the phone.
+
+    The daemon keeps that approval until ``expires_at`` (epoch seconds): the same request sent
+    again with the same ``claim`` re-attaches to it instead of sending a second push.
+    """
+
+    code = "approval_pending"
+    exit_code = 15
+    default_message = "the approval is still pending: send the same request again to continue"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        expires_at: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.expires_at = expires_at
+
+
 class Internal(AegisError):
     """A bug in aegisd. The details are in the daemon's log, never in the message."""
 
@@ -279,6 +303,7 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     UpstreamError,
     Cancelled,
     ShuttingDown,
+    ApprovalPending,
     Internal,
     DaemonUnavailable,
     DaemonUntrusted,
@@ -293,8 +318,13 @@ WIRE_CODES: Final[frozenset[str]] = frozenset(c.code for c in _WIRE_CLASSES) - {
 
 
 def error_for_code(
-    code: str, message: str | None = None, retry_after: float | None = None
+    code: str,
+    message: str | None = None,
+    retry_after: float | None = None,
+    expires_at: float | None = None,
 ) -> AegisError:
     """Build the exception that matches a wire ``Error``; unknown codes become ``Internal``."""
     cls = _BY_CODE.get(code, Internal)
+    if cls is ApprovalPending:
+        return ApprovalPending(message, retry_after=retry_after, expires_at=expires_at)
     return cls(message, retry_after=retry_after)

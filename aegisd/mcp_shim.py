@@ -373,8 +373,8 @@ class Shim:
 
             try:
                 async with self._client() as client:
-                    outcome = await client.proxy(
-                        tool.action.name, body=body, on_pending=on_pending, **params
+                    outcome = await client.proxy_params(
+                        tool.action.name, params, body=body, on_pending=on_pending
                     )
             except AegisError as exc:
                 outcome = exc

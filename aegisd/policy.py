@@ -37,7 +37,7 @@ _PARAM_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_PARAM_LEN: Final = 4096
 _MAX_BODY_IN_FRAME: Final = 56 * 1024
 # names the SDK and the shim use for their own arguments
-_RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action"})
+_RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action", "claim", "max_wait"})
 
 
 def _placeholders(template: str) -> list[str]:

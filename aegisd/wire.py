@@ -76,16 +76,32 @@ class Hello(_Msg, tag="hello", frozen=True, kw_only=True):
 
 
 class Authorize(_Msg, tag="authorize", frozen=True, kw_only=True):
+    """Ask for a credential.
+
+    ``claim`` is an unguessable handle (16 to 64 random bytes) that the caller keeps in memory:
+    it makes the approval this request starts the caller's own, so that a later identical
+    request with the same claim can re-attach to it. ``max_wait`` (seconds, needs a claim):
+    when the approval is still pending then, the daemon answers ``Error{approval_pending}``
+    and keeps the approval until it expires instead of withdrawing it.
+    """
+
     id: int
     action: str
     params: dict[str, str] = {}
+    claim: bytes | None = None
+    max_wait: float | None = None
 
 
 class Proxy(_Msg, tag="proxy", frozen=True, kw_only=True):
+    """Have the daemon make the action's one HTTP request; ``claim``/``max_wait`` as in
+    ``Authorize``."""
+
     id: int
     action: str
     params: dict[str, str] = {}
     body: bytes | None = None
+    claim: bytes | None = None
+    max_wait: float | None = None
 
 
 class Cancel(_Msg, tag="cancel", frozen=True, kw_only=True):
@@ -216,6 +232,7 @@ class Error(_Msg, tag="error", frozen=True, kw_only=True):
     message: str
     id: int | None = None
     retry_after: float | None = None
+    expires_at: float | None = None  # approval_pending: until when the approval is kept
 
 
 class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -241,6 +258,8 @@ class PendingInfo(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     expires_at: float
     waiters: int = 1
+    params: dict[str, str] = {}  # the full parameters, to check against the phone's text
+    state: str = "pending"  # then the answer held for its requester: approved or an error code
 
 
 class PendingList(_Msg, tag="pending_list", frozen=True, kw_only=True):

@@ -20,6 +20,7 @@ from aegisd.client import (
     AegisClient,
     ApprovalDenied,
     ApprovalExpired,
+    ApprovalPending,
     CallerNotAllowed,
     Cancelled,
     CredentialUnavailable,
@@ -301,20 +302,29 @@ async def test_caller_outside_its_rule(make_stack) -> None:
                 await c.proxy("demo.delete", repo="scratch")
 
 
-async def test_rate_limit_stops_a_runaway_caller(make_stack) -> None:
-    stack: Stack = await make_stack()
-    # five distinct requests start five pushes; the sixth is refused with a retry_after
+@pytest.mark.parametrize(
+    ("per_caller", "pushes", "limit_named"),
+    [(None, 3, "caller 'local-python'"), (5, 5, "approval requests per 60 s")],
+)
+async def test_rate_limit_stops_a_runaway_caller(
+    make_stack, per_caller: int | None, pushes: int, limit_named: str
+) -> None:
+    # by default one caller gets 3 of the person's 5 pushes a minute; raised to 5, the
+    # person's own limit is what refuses the sixth
+    extra = f"\nciba_starts_per_minute_per_caller = {per_caller}" if per_caller else ""
+    stack: Stack = await make_stack(edit=lambda t: t.replace("[daemon]", "[daemon]" + extra, 1))
     with trio.fail_after(T):
         async with AegisClient(stack.socket) as c:
             async with trio.open_nursery() as n:
-                for repo in ["a1", "a2", "a3", "a4", "a5"]:
+                for repo in ["a1", "a2", "a3", "a4", "a5"][:pushes]:
                     n.start_soon(_ignore_errors, c.proxy, "demo.delete", repo)
-                await wait_for_pending(stack.tenant, 5)
+                await wait_for_pending(stack.tenant, pushes)
                 with pytest.raises(RateLimited) as info:
                     await c.proxy("demo.delete", repo="a6")
                 assert info.value.retry_after is not None and 0 < info.value.retry_after <= 60
+                assert limit_named in info.value.message
                 n.cancel_scope.cancel()
-    assert stack.tenant.stats.bc_authorize_ok == 5
+    assert stack.tenant.stats.bc_authorize_ok == pushes
     assert any(r["code"] == "rate_limited" for r in stack.audit_records("refused"))
 
 
@@ -412,3 +422,71 @@ async def test_audit_chain_verifies_after_a_full_run(make_stack) -> None:
     result = verify_files(Path(stack.config.audit_path()))
     assert result.ok, result.problems
     assert result.records >= 6
+
+
+THIEF = """
+import sys, trio
+from aegisd.client import AegisClient
+async def main():
+    async with AegisClient(sys.argv[1]) as c:
+        try:
+            await c.authorize("demo.token")
+            print("Granted", flush=True)
+        except Exception as e:
+            print(type(e).__name__, flush=True)
+trio.run(main)
+"""
+
+
+async def test_a_second_process_with_the_same_rule_cannot_take_the_approval(make_stack) -> None:
+    # the review's finding: the identical request of another process used to join the push
+    # and, about half the time, receive the credential the person approved for the first
+    stack: Stack = await make_stack()
+    with trio.fail_after(T):
+        async with AegisClient(stack.socket) as victim, trio.open_nursery() as n:
+            got: list[object] = []
+
+            async def ask() -> None:
+                got.append(await victim.authorize("demo.token"))
+
+            n.start_soon(ask)
+            first = (await wait_for_pending(stack.tenant, 1))[0]
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-c", THIEF, str(stack.socket)], stdout=subprocess.PIPE
+            )
+            await wait_for_pending(stack.tenant, 2)
+            assert stack.tenant.stats.bc_authorize_ok == 2  # its own push, not the victim's
+            stack.tenant.approve(first)
+            while not got:
+                await trio.sleep(0.02)
+            for other in [p.id for p in stack.tenant.pending()]:
+                stack.tenant.deny(other)
+            await proc.wait()
+            assert proc.stdout is not None
+            assert (await proc.stdout.receive_some(4096)).decode().split() == ["ApprovalDenied"]
+    assert stack.audit_records("delivered")[0]["pid"] == os.getpid()
+    assert "coalesced" not in stack.audit_events()
+
+
+async def test_an_approval_outlasts_max_wait_and_the_claim_collects_it(make_stack) -> None:
+    stack: Stack = await make_stack()
+    claim = os.urandom(32)
+    with trio.fail_after(T):
+        async with AegisClient(stack.socket) as c:
+            with pytest.raises(ApprovalPending) as pending:
+                await c.proxy("demo.delete", repo="scratch", claim=claim, max_wait=0.5)
+            assert pending.value.expires_at is not None
+            assert pending.value.expires_at > stack.tenant.pending()[0].expires_at - 5
+        # the caller has gone (host timeout); the person approves a little later
+        stack.tenant.approve((await wait_for_pending(stack.tenant))[0])
+        while not stack.daemon.broker.pending() or (
+            stack.daemon.broker.pending()[0].state != "approved"
+        ):
+            await trio.sleep(0.02)
+        async with AegisClient(stack.socket) as again:  # a new connection, the same claim
+            result = await again.proxy("demo.delete", repo="scratch", claim=claim, max_wait=0.5)
+    assert result.status == 200
+    assert stack.tenant.stats.bc_authorize_ok == 1  # exactly one push
+    events = stack.audit_events()
+    assert events.index("detached") < events.index("approved") < events.index("reattached")
+    assert events.index("reattached") < events.index("proxied")

@@ -341,4 +341,10 @@ def test_import_stays_light() -> None:
 
 
 def test_wire_error_has_no_secret_fields() -> None:
-    assert set(wire.Error.__struct_fields__) == {"code", "message", "id", "retry_after"}
+    assert set(wire.Error.__struct_fields__) == {
+        "code",
+        "message",
+        "id",
+        "retry_after",
+        "expires_at",
+    }

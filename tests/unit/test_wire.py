@@ -323,6 +323,7 @@ def test_design_codes_are_all_on_the_wire() -> None:
         "unknown_action", "caller_not_allowed", "invalid_params", "policy_denied",
         "rate_limited", "approval_denied", "approval_expired", "approval_unavailable",
         "credential_unavailable", "upstream_error", "cancelled", "shutting_down", "internal",
+        "approval_pending",
     }  # fmt: skip
     assert design == WIRE_CODES
 
