@@ -17,7 +17,7 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from aegisd.broker import Recorder
+from aegisd.approvals import Recorder
 from aegisd.config import Config, load_config
 from aegisd.errors import ConfigError, Internal, PolicyDenied
 from aegisd.policy import Policy, compile_policy

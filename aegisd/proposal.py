@@ -11,8 +11,8 @@ is audited with the text's and the policy's SHA-256 (``policy_proposed``, then
 ``policy_applied`` or ``policy_rejected``). A denial, an expiry or a cancellation leaves the
 policy as it was. At most one proposal waits at a time.
 
-It uses the broker's ``Approver`` protocol directly (``start_approval``/``wait_approval``);
-it must not touch sockets, files or the broker's pending table.
+It uses the ``Approver`` protocol of ``aegisd.approvals`` directly (``start_approval``/
+``wait_approval``); it must not touch sockets, files or the broker's pending table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Final
 import trio
 
 from aegisd.binding import render_binding_message
-from aegisd.broker import Approver, Recorder
+from aegisd.approvals import Approver, Recorder
 from aegisd.config import Config
 from aegisd.errors import (
     AegisError,
