@@ -112,8 +112,9 @@ def prepare_directory(
     A missing directory is created with the mode ``access`` asks for. An existing one is never
     changed (it may be ``/run``, the working directory of a relative ``socket``, or someone
     else's): it must be ours, not a symlink, writable by nobody else, and have exactly the
-    mode of ``access`` (0700; 0750 or 0710 with the socket group). A directory created by
-    systemd for an activated socket may instead be root's, as long as only root can write it.
+    mode of ``access`` (0700; 0750 or 0710 with the socket group). The directory of an
+    activated socket was made by the service manager: it must be ours or root's and writable
+    by nobody else, whatever its group.
     """
     access = access or Access(os.getuid())
     try:
@@ -136,8 +137,10 @@ def prepare_directory(
             f"{directory}: socket directory is group- or world-writable (mode {mode:o}); "
             + _fix_hint(directory, access)
         )
-    if activated and st.st_uid == 0 and st.st_uid != access.uid:
-        return  # systemd made it for the socket it passed us; only root can change it
+    if activated and st.st_uid in (0, access.uid):
+        # systemd or launchd made it for the socket it passed us (RuntimeDirectory= or the
+        # socket unit's DirectoryMode=): ours or root's and writable by nobody else is enough
+        return
     if st.st_uid != access.uid:
         raise ConfigError(
             f"{directory}: socket directory is owned by uid {st.st_uid}, not {access.uid}; "

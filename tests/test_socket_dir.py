@@ -94,3 +94,14 @@ def test_socket_modes(tmp_path: Path) -> None:
 def test_unknown_socket_group_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no group named"):
         access_for("aegis-no-such-group-xyz")
+
+
+def test_an_activated_sockets_directory_is_the_service_managers(tmp_path: Path) -> None:
+    # systemd's RuntimeDirectory= or DirectoryMode= decide its group and mode; it only has to
+    # be ours or root's and writable by nobody else
+    d = tmp_path / "run"
+    d.mkdir(mode=0o755)
+    prepare_directory(d, GROUP, activated=True)
+    d.chmod(0o775)
+    with pytest.raises(ConfigError, match="group- or world-writable"):
+        prepare_directory(d, GROUP, activated=True)

@@ -143,3 +143,17 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("AEGIS_SOCKET", str(tmp_path / "env.sock"))
     assert locate.discover_socket() == tmp_path / "env.sock"
     assert locate.discover_socket(str(tmp_path / "x.sock")) == tmp_path / "x.sock"
+
+
+def test_the_shim_reports_an_untrusted_socket_instead_of_using_it() -> None:
+    from aegisd.mcp_shim import Shim
+
+    with short_root() as root:
+        shared = root / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        proc, path = plant(shared, [])
+        shim = Shim(path)
+        assert trio.run(shim.refresh) == {}
+        assert shim.problem is not None and shim.problem.code == "daemon_untrusted"
+        assert received(proc) == 0
