@@ -24,8 +24,8 @@ from typing import Final
 
 import trio
 
-from aegisd.binding import render_binding_message
 from aegisd.approvals import Approver, Recorder
+from aegisd.binding import render_binding_message
 from aegisd.config import Config
 from aegisd.errors import (
     AegisError,
