@@ -9,7 +9,8 @@ send ``Pending`` while the push is out, and hand the approved config to the daem
 ``apply`` callable, which writes the policy file atomically and swaps the policy. Every step
 is audited with the text's and the policy's SHA-256 (``policy_proposed``, then
 ``policy_applied`` or ``policy_rejected``). A denial, an expiry or a cancellation leaves the
-policy as it was. At most one proposal waits at a time.
+policy as it was. At most one proposal waits at a time, and at most six pushes go out per
+hour (a turned agent may propose too; it must not wear the approver down with pushes).
 
 It uses the ``Approver`` protocol of ``aegisd.approvals`` directly (``start_approval``/
 ``wait_approval``); it must not touch sockets, files or the broker's pending table.
@@ -34,6 +35,7 @@ from aegisd.errors import (
     PolicyDenied,
     RateLimited,
 )
+from aegisd.limits import SlidingWindow
 from aegisd.peer import PeerIdentity
 from aegisd.policy import compile_policy
 from aegisd.policy_diff import diff_policies
@@ -43,6 +45,7 @@ from aegisd.wire import Pending, PolicyResult
 __all__ = ["Applied", "ProposalDesk"]
 
 _MAX_CHANGES_SHOWN: Final = 50
+_PROPOSALS_PER_HOUR: Final = 6
 _RAR_TYPE: Final = "urn:auth0:schemas:authorization-details:v1:aegis-policy"
 
 
@@ -66,6 +69,8 @@ class ProposalDesk:
         self._record = record
         self._rar = authorization_details
         self._busy = False
+        # a turned agent may propose too: it must not be able to flood the phone with pushes
+        self._window = SlidingWindow(_PROPOSALS_PER_HOUR, 3600.0)
 
     async def propose(
         self,
@@ -104,6 +109,7 @@ class ProposalDesk:
             raise ApprovalUnavailable("no [auth0] section is configured, so nobody can approve")
         if self._busy:
             raise RateLimited("another policy proposal is waiting for approval", retry_after=5.0)
+        self._window.take(trio.current_time())
         self._busy = True
         try:
             return await self._ask_and_apply(
