@@ -143,6 +143,9 @@ class Daemon:
         )
         self.record = _AuditRecorder(self.audit)
         self.keeper = PolicyKeeper(config, self.record, self._policy_swapped)
+        # fixed for the process's life (aegisd.main hardens before it builds the Daemon)
+        self._mode, self._user = running_mode(), user_name(os.getuid())
+        self._hardening = memory_access_state()
         self.proposals = ProposalDesk(None, self.record)
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
@@ -421,10 +424,10 @@ class Daemon:
             auth0=auth0,
             actions=len(self.policy.actions),
             callers=len(self.policy.callers),
-            mode=running_mode(),
+            mode=self._mode,
             daemon_uid=os.getuid(),
-            daemon_user=user_name(os.getuid()),
-            hardening=memory_access_state(),
+            daemon_user=self._user,
+            hardening=self._hardening,
             policy_sha256=self.keeper.active.sha256,
             policy_source=self.keeper.active.source,
             policy_generation=self.keeper.generation,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import sys
 from typing import Final, Literal
@@ -43,8 +44,11 @@ def plan_for(platform: str) -> Plan:
     return "none"
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # Linux: the running program's own symbols include libc (no find_library, which forks)
+    name = ctypes.util.find_library("c") if sys.platform == "darwin" else None
+    return ctypes.CDLL(name, use_errno=True)
 
 
 def deny_memory_access(platform: str = sys.platform) -> str:
