@@ -323,7 +323,9 @@ class Daemon:
         rule = match_caller(peer, self.policy.callers, digest)
         if rule is None:
             why = why_unmatched(peer, self.policy.callers)
-            log.info(
+            # aegisctl matches no rule on purpose: say it loudly only when exe was the reason
+            log.log(
+                logging.INFO if why else logging.DEBUG,
                 "peer %s argv %r matches no caller rule%s",
                 peer.describe(),
                 " ".join(peer.argv)[:200],
@@ -341,7 +343,7 @@ class Daemon:
                 refusal = operator_refusal(peer)
                 if refusal is not None:
                     raise PeerRejected(refusal)
-                problems = await self.keeper.reload()
+                problems = await self.keeper.reload(pid=peer.pid, uid=peer.uid)
                 return wire.Reloaded(
                     id=req_id,
                     ok=not problems,

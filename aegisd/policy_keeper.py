@@ -80,15 +80,18 @@ class PolicyKeeper:
         self.generation += 1
         return changed, self._on_swap(active.policy, changed)
 
-    async def reload(self) -> list[str]:
-        """Re-read the config (and the policy file); the problems, empty when it worked."""
+    async def reload(self, **requested_by: object) -> list[str]:
+        """Re-read the config (and the policy file); the problems, empty when it worked.
+
+        ``requested_by`` (pid, uid of an ``aegisctl reload``) goes into the audit records.
+        """
         source = self.active.config.source or None
         try:
             new_cfg = await trio.to_thread.run_sync(load_config, source)
             active = await trio.to_thread.run_sync(load_active, new_cfg)
         except ConfigError as exc:
             log.error("reload failed, keeping the current policy: %s", "; ".join(exc.problems))
-            await self._record("reload_failed", problems=exc.problems[:20])
+            await self._record("reload_failed", problems=exc.problems[:20], **requested_by)
             return exc.problems or ["invalid configuration"]
         await self._note_rewrite(active)
         changed, forgotten = self._swap(active)
@@ -100,6 +103,7 @@ class PolicyKeeper:
             policy_sha256=active.sha256,
             policy_source=active.source,
             generation=self.generation,
+            **requested_by,
         )
         log.info("policy reloaded: %d actions", len(active.policy.actions))
         return []

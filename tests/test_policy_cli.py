@@ -6,6 +6,7 @@ tests/broker/test_proposal.py; here: the command line, its exit codes and the ro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def test_reload_over_the_socket(write_config: WriteConfig, spawn_daemon: Spawn) 
     assert done.returncode == 0, done.stderr
     assert "reloaded (generation" in done.stdout
     assert status_roundtrip(files.socket).policy_generation == before + 1
-    assert any(r["event"] == "reloaded" for r in audit_records(files.audit))
+    reloaded = [r for r in audit_records(files.audit) if r["event"] == "reloaded"]
+    assert reloaded and reloaded[-1]["uid"] == os.getuid()  # who asked is on record
 
 
 def test_reload_of_an_invalid_config_keeps_the_policy_and_exits_78(
