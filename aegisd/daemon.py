@@ -31,7 +31,7 @@ from aegisd.config import CallerRule, Config
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, Internal, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
-from aegisd.mode import operator_refusal, running_mode, user_name
+from aegisd.mode import running_mode, user_name
 from aegisd.peer import (
     ExeHasher,
     PeerIdentity,
@@ -339,20 +339,8 @@ class Daemon:
         match msg:
             case wire.Status(id=req_id):
                 return await self._status(req_id)
-            case wire.Reload(id=req_id):
-                refusal = operator_refusal(peer)
-                if refusal is not None:
-                    raise PeerRejected(refusal)
-                problems = await self.keeper.reload(pid=peer.pid, uid=peer.uid)
-                return wire.Reloaded(
-                    id=req_id,
-                    ok=not problems,
-                    generation=self.keeper.generation,
-                    problems=problems[:50],
-                    policy_sha256=self.keeper.active.sha256,
-                )
-            case wire.ShowPolicy(id=req_id):
-                return self.keeper.show(req_id)
+            case wire.Reload() | wire.ShowPolicy():
+                return await self.keeper.answer(msg, peer)
             case wire.ListPending(id=req_id):
                 return wire.PendingList(id=req_id, pending=self.broker.pending())
             case wire.CancelPending(id=req_id, pending_id=pid):

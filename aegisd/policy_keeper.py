@@ -2,11 +2,12 @@
 
 Owns the effective config (root's config with the active ``[[callers]]``/``[actions]``), its
 compiled ``Policy``, the policy's SHA-256 and source, and a generation counter bumped by
-every change; SIGHUP and ``aegisctl reload`` (``reload``), ``aegisctl policy show``
-(``show``) and applying an approved proposal (``apply``, called by ``proposal.py``). Where
-the policy is read from is ``policy_store``'s rule. The swap is atomic: one assignment, and
-requests keep the ``Policy`` they started with; ``on_swap`` lets the daemon forget remembered
-approvals of changed actions and re-match connected peers. It must not touch sockets.
+every change: SIGHUP and ``aegisctl reload`` (``reload``; ``answer`` checks the operator),
+``aegisctl policy show`` (``show``) and an approved proposal (``apply``, called by
+``proposal.py``). Where the policy is read from is ``policy_store``'s rule. The swap is
+atomic: one assignment, and requests keep the ``Policy`` they started with; ``on_swap`` lets
+the daemon forget remembered approvals of changed actions and re-match connected peers. It
+must not touch sockets.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import trio
 
 from aegisd.approvals import Recorder
 from aegisd.config import Config, load_config
-from aegisd.errors import ConfigError, Internal, PolicyDenied
+from aegisd.errors import ConfigError, Internal, PeerRejected, PolicyDenied
+from aegisd.mode import operator_refusal
+from aegisd.peer import PeerIdentity
 from aegisd.policy import Policy, compile_policy
 from aegisd.policy_store import Active, load_active, write_policy_file
 from aegisd.policy_text import policy_sha256, render_policy
 from aegisd.proposal import Applied
-from aegisd.wire import PolicyText
+from aegisd.wire import PolicyText, Reload, Reloaded, ShowPolicy
 
 __all__ = ["PolicyKeeper"]
 
@@ -129,6 +132,22 @@ class PolicyKeeper:
         self._swap(Active(new, policy, path, sha, current.base_sha256))
         log.info("proposed policy applied (sha256 %s)", sha[:12])
         return Applied(self.generation, sha)
+
+    async def answer(self, msg: Reload | ShowPolicy, peer: PeerIdentity) -> Reloaded | PolicyText:
+        """Answer ``Reload`` (for the operator only) or ``ShowPolicy``."""
+        if isinstance(msg, ShowPolicy):
+            return self.show(msg.id)
+        refusal = operator_refusal(peer)
+        if refusal is not None:
+            raise PeerRejected(refusal)
+        problems = await self.reload(pid=peer.pid, uid=peer.uid)
+        return Reloaded(
+            id=msg.id,
+            ok=not problems,
+            generation=self.generation,
+            problems=problems[:50],
+            policy_sha256=self.active.sha256,
+        )
 
     def show(self, req_id: int) -> PolicyText:
         a = self.active
