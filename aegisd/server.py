@@ -95,6 +95,18 @@ def access_for(socket_group: str | None, uid: int | None = None) -> Access:
     return Access(uid, gid, socket_group)
 
 
+def _chgrp(path: Path, access: Access) -> None:
+    assert access.gid is not None
+    try:
+        os.chown(path, -1, access.gid)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot give it to group {access.group} ({exc.strerror}); aegisd's "
+            f"account must be a member (SupplementaryGroups={access.group} in the unit, or "
+            f"usermod -aG {access.group} <account>)"
+        ) from None
+
+
 def _fix_hint(directory: Path, access: Access) -> str:
     if access.gid is None:
         return f"fix with `chmod 700 {directory}`, or remove it and aegisd creates it"
@@ -124,7 +136,7 @@ def prepare_directory(
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)
             if access.gid is not None:
-                os.chown(directory, -1, access.gid)
+                _chgrp(directory, access)
                 os.chmod(directory, access.dir_mode)  # our own new directory, not a user's
         st = os.lstat(directory)
     if stat.S_ISLNK(st.st_mode):
@@ -275,7 +287,7 @@ async def open_listener(path: Path, backlog: int = 128, access: Access | None = 
         os.umask(old)
     try:
         if access.gid is not None:
-            os.chown(path, -1, access.gid)
+            _chgrp(path, access)
         os.chmod(path, access.socket_mode)
         check_socket_mode(path, access)
         prepare_directory(path.parent, access)  # unchanged since we bound in it

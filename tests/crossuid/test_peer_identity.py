@@ -205,3 +205,22 @@ def test_with_cap_sys_ptrace_exe_and_sha256_rules_match_again(
         assert caller_of(connect(files, "marker-sha", [])) == "by-sha"
         as_person = person.prefix(clients_group[1])
         assert caller_of(connect(files, "marker-exe", as_person)) == "by-exe"
+
+
+def test_a_daemon_outside_the_socket_group_says_how_to_fix_it(
+    daemon_user: Account,
+    person: Account,
+    clients_group: tuple[str, int],
+    venv_python: Path,
+    foreign_daemons: list[ForeignDaemon],
+) -> None:
+    with shared_root(daemon_user) as root:
+        files = write_config(
+            root, callers=rules(person), allowed_uids=[person.uid], socket_group=clients_group[0]
+        )
+        d = start_daemon_as(daemon_user, files, venv_python)  # not in the group
+        foreign_daemons.append(d)
+        d.launch()
+        assert d.wait_exit() == 78
+        assert f"SupplementaryGroups={clients_group[0]}" in d.stderr()
+        assert "Traceback" not in d.stderr()
