@@ -37,6 +37,9 @@ CLIENT_MESSAGES: list[wire.ClientMessage] = [
     wire.ListPending(id=6),
     wire.CancelPending(id=7, pending_id="ab12cd34"),
     wire.Lock(id=8),
+    wire.Reload(id=9),
+    wire.ShowPolicy(id=10),
+    wire.ProposePolicy(id=11, text='[actions."a"]\napproval = "deny"\n'),
 ]
 
 DAEMON_MESSAGES: list[wire.DaemonMessage] = [
@@ -65,6 +68,9 @@ DAEMON_MESSAGES: list[wire.DaemonMessage] = [
     wire.StatusReport(
         id=5, daemon_version="0.1.0", pid=1, uptime=1.5, socket="/s", config="/c", peers=[PEER]
     ),
+    wire.Reloaded(id=9, ok=False, generation=3, problems=["x: key y: bad"]),
+    wire.PolicyText(id=10, text="[[callers]]\n", sha256="ab" * 32, source="config"),
+    wire.PolicyResult(id=11, applied=True, sha256="cd" * 32, summary="1 added", changes=["c"]),
 ]
 
 
@@ -343,3 +349,18 @@ def test_invalid_utf8_in_a_string_is_a_bad_request_both_ways() -> None:
         wire.decode_client(corrupt({"type": "hello", "client": "xx"}))
     with pytest.raises(BadRequest, match="UTF-8"):
         wire.decode_daemon(corrupt({"type": "error", "code": "internal", "message": "xx"}))
+
+
+def test_old_status_report_decodes_with_empty_mode() -> None:
+    old = {
+        "type": "status_report",
+        "id": 1,
+        "daemon_version": "0.1.0",
+        "pid": 1,
+        "uptime": 1.0,
+        "socket": "/s",
+        "config": "/c",
+    }
+    report = wire.decode_daemon(msgspec.msgpack.encode(old))
+    assert isinstance(report, wire.StatusReport)
+    assert report.mode == "" and report.daemon_uid == -1 and report.policy_sha256 == ""
