@@ -19,6 +19,7 @@ It uses the ``Approver`` protocol of ``aegisd.approvals`` directly (``start_appr
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -32,6 +33,7 @@ from aegisd.errors import (
     AegisError,
     ApprovalUnavailable,
     ConfigError,
+    Internal,
     PolicyDenied,
     RateLimited,
 )
@@ -43,6 +45,8 @@ from aegisd.policy_text import parse_policy, policy_sha256
 from aegisd.wire import Pending, PolicyResult
 
 __all__ = ["Applied", "ProposalDesk"]
+
+log = logging.getLogger(__name__)
 
 _MAX_CHANGES_SHOWN: Final = 50
 _PROPOSALS_PER_HOUR: Final = 6
@@ -172,6 +176,11 @@ class ProposalDesk:
             with trio.CancelScope(shield=True):
                 await self._record("policy_rejected", **base, code="cancelled", reason="withdrawn")
             raise
+        except Exception:
+            log.exception("policy proposal failed")
+            with trio.CancelScope(shield=True):
+                await self._record("policy_rejected", **base, code="internal", reason="internal")
+            raise Internal() from None
         await self._record(
             "policy_applied", **base, sub=approval.sub, generation=applied.generation
         )
