@@ -32,7 +32,17 @@ import pytest
 from tests.corekit import SYSTEM_PYTHON, DaemonProcess, Files
 
 # dists the daemon never imports: left out of the copy to keep it small
-_SKIP = ("mypy", "ruff", "hypothesis", "pip", "setuptools", "pyinstrument", "_pytest", "pytest")
+_SKIP = (
+    "mypy",
+    "ruff",
+    "hypothesis",
+    "_hypothesis",
+    "pip",
+    "setuptools",
+    "pyinstrument",
+    "_pytest",
+    "pytest",
+)
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ def system_venv() -> Path:
     if version != str(sys.version_info[:2]):
         pytest.skip(f"/usr/bin/python3 is {version}, the project venv {sys.version_info[:2]}")
     source = _site_packages(Path(sys.prefix))
-    names = sorted(p.name for p in source.iterdir())
+    names = sorted(p.name for p in source.iterdir() if p.name != "__pycache__")
     key = hashlib.sha256(("\n".join([str(source), *names])).encode()).hexdigest()[:12]
     target = Path(f"/var/tmp/aegis-test-venv-{key}")
     python = target / "bin" / "python"
@@ -123,7 +133,7 @@ def system_venv() -> Path:
     )
     dest = _site_packages(build)
     for entry in source.iterdir():
-        if entry.name.startswith(_SKIP) or entry.name == "__pycache__":
+        if entry.name.startswith(_SKIP) or "mypyc" in entry.name or entry.name == "__pycache__":
             continue
         if entry.is_dir():
             shutil.copytree(entry, dest / entry.name, symlinks=True)
