@@ -328,7 +328,13 @@ class Broker:
         # reached the API: the audit then says so ("interrupted"), not merely "withdrawn".
         base["upstream"] = "maybe_sent"
         result = await proxy.perform(
-            self._http, action, params, body, credential=token, token_type=token_type
+            self._http,
+            action,
+            params,
+            body,
+            credential=token,
+            token_type=token_type,
+            audit=lambda event, **f: self._record(event, **base, **f),
         )
         token = None  # single use: the daemon keeps nothing once the request is made
         with trio.CancelScope(shield=True):  # done upstream: the record must land

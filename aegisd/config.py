@@ -128,8 +128,9 @@ class Auth0Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class SecretsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    backend: Literal["keyring", "env"] = "keyring"
-    service: str = "aegisd"
+    backend: Literal["keyring", "env", "file"] = "keyring"
+    service: str = "aegisd"  # keyring only: the service name the entries are stored under
+    dir: str | None = None  # file only: default user_state_dir/secrets (see file_store.py)
 
 
 class CallerRule(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

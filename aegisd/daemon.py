@@ -143,6 +143,8 @@ class Daemon:
         )
         self.record = _AuditRecorder(self.audit)
         self.keeper = PolicyKeeper(config, self.record, self._policy_swapped)
+        for warning in self.policy.warnings:
+            log.warning("policy: %s", warning)
         # fixed for the process's life (aegisd.main hardens before it builds the Daemon)
         self._mode, self._user = running_mode(), user_name(os.getuid())
         self._hardening = memory_access_state()

@@ -19,12 +19,13 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── ApprovalUnavailable          approval_unavailable 10
     ├── CredentialUnavailable        credential_unavailable 11
     ├── UpstreamError                upstream_error       12
+    │   └── CredentialReflected      credential_reflected 15
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
-    ├── ApprovalPending              approval_pending     15  (the request asked for max_wait)
+    ├── ApprovalPending              approval_pending     16  (the request asked for max_wait)
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
-    ├── DaemonUntrusted              daemon_untrusted     15   (client side only)
+    ├── DaemonUntrusted              daemon_untrusted     17   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
 
@@ -46,6 +47,7 @@ __all__ = [
     "CallerNotAllowed",
     "Cancelled",
     "ConfigError",
+    "CredentialReflected",
     "CredentialUnavailable",
     "DaemonUnavailable",
     "DaemonUntrusted",
@@ -197,6 +199,15 @@ class UpstreamError(AegisError):
     default_message = "the upstream service answered with an error"
 
 
+class CredentialReflected(UpstreamError):
+    """The proxied API's answer contained the credential aegisd sent it; the whole answer was
+    withheld (the request itself may have had its effect)."""
+
+    code = "credential_reflected"
+    exit_code = 15
+    default_message = "the API's answer contained the credential, so it was withheld"
+
+
 class Cancelled(AegisError):
     """The request was withdrawn by its caller, by ``aegisctl cancel`` or by ``lock``."""
 
@@ -221,7 +232,7 @@ class ApprovalPending(AegisError):
     """
 
     code = "approval_pending"
-    exit_code = 15
+    exit_code = 16
     default_message = "the approval is still pending: send the same request again to continue"
 
     def __init__(
@@ -259,7 +270,7 @@ class DaemonUntrusted(AegisError):
     """
 
     code = "daemon_untrusted"
-    exit_code = 15
+    exit_code = 17
     default_message = "the process on the socket is not a trusted aegisd"
 
 
@@ -301,6 +312,7 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     ApprovalUnavailable,
     CredentialUnavailable,
     UpstreamError,
+    CredentialReflected,
     Cancelled,
     ShuttingDown,
     ApprovalPending,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, final
 import trio
 
 from aegisd.errors import SecretsUnavailable
-from aegisd.secrets import check_secret_name, check_secret_value
+from aegisd.secret_checks import check_secret_name, check_secret_value
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend

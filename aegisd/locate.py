@@ -10,14 +10,14 @@ needs to run as root, and a root-owned socket in an odd place is as foreign as a
 A planted socket (another user's fake server at a custom path, or a socket in a world-writable
 directory) is refused with ``DaemonUntrusted`` and never receives a request.
 
-Imports only the standard library and ``aegisd.errors``, so ``import aegisd.client`` stays
+Imports only the standard library, ``aegisd.accounts`` (the daemon account's name, one
+definition) and ``aegisd.errors``, so ``import aegisd.client`` stays
 light (platformdirs is imported only when no socket is given). It must not speak the protocol.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import socket
 import stat
 import struct
@@ -25,46 +25,26 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from aegisd.accounts import daemon_account, daemon_uid, system_layout
 from aegisd.errors import DaemonUntrusted
 
 __all__ = [
-    "DAEMON_USER_ENV",
     "check_server",
-    "daemon_account",
-    "daemon_account_uid",
     "discover_socket",
     "runtime_socket",
     "server_uid",
     "system_socket",
 ]
 
-DAEMON_USER_ENV: Final = "AEGIS_DAEMON_USER"
 # macOS xnu: SOL_LOCAL=0, LOCAL_PEERCRED=1, struct xucred = version, uid, ngroups, groups[16]
 _SOL_LOCAL: Final = 0
 _LOCAL_PEERCRED: Final = 1
 _XUCRED: Final = struct.Struct("IIh16I")
 
 
-def daemon_account() -> str:
-    """The separated-mode account: ``aegis`` (Linux), ``_aegis`` (macOS); env override for tests."""
-    env = os.environ.get(DAEMON_USER_ENV)
-    if env:
-        return env
-    return "_aegis" if sys.platform == "darwin" else "aegis"
-
-
-def daemon_account_uid() -> int | None:
-    """The daemon account's uid, or None when this machine has no such account."""
-    try:
-        return pwd.getpwnam(daemon_account()).pw_uid
-    except KeyError:
-        return None
-
-
 def system_socket() -> Path:
     """Separated mode's socket: ``/run/aegis/aegisd.sock`` (``/var/run/aegis`` on macOS)."""
-    base = "/var/run/aegis" if sys.platform == "darwin" else "/run/aegis"
-    return Path(base) / "aegisd.sock"
+    return system_layout().socket
 
 
 def runtime_socket() -> Path:
@@ -109,7 +89,7 @@ def check_server(sock: socket.socket, path: str | os.PathLike[str]) -> int:
     """
     uid = server_uid(sock)
     own = os.geteuid()
-    account = daemon_account_uid()
+    account = daemon_uid()
     if uid != own and uid != account:
         raise DaemonUntrusted(
             f"{path}: the process listening there runs as uid {uid}, which is neither yours "

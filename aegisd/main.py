@@ -65,6 +65,12 @@ def cli(config_path: str | None) -> None:
             from aegisd.secrets import env_backend_warning
 
             log.warning(env_backend_warning())
+        elif config.secrets.backend == "file":
+            from aegisd.file_store import FileSecretStore
+
+            # An unsafe store (foreign owner, wide mode, symlink) is a refusal to start, as
+            # ssh refuses a world-readable key; a missing secret is only reported later.
+            FileSecretStore.from_config(config.secrets).check()
         daemon = Daemon(config)
         try:
             trio.run(run, daemon)

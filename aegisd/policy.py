@@ -2,8 +2,11 @@
 
 Pure code, no I/O. ``compile_policy`` turns a loaded ``Config`` into a ``Policy`` or raises
 ``ConfigError`` listing *every* problem with its location (``aegisctl policy check`` prints
-them). A ``Policy`` is immutable: SIGHUP builds a new one and swaps it atomically, and a
-request keeps the ``Policy`` it started with until it finishes.
+them). What loads but deserves attention (a phone text that may shorten parameters, a
+remembered approval wider than its message) is in ``Policy.warnings``, which ``policy
+check`` prints and the daemon logs at every load. A ``Policy`` is immutable: SIGHUP builds a
+new one and swaps it atomically, and a request keeps the ``Policy`` it started with until it
+finishes.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from aegisd.binding import render_binding_message, template_problems
+from aegisd.binding import render_binding_message, template_problems, template_warnings
 from aegisd.config import ActionSpec, CallerRule, Config
 from aegisd.errors import CallerNotAllowed, ConfigError, InvalidParams, UnknownAction
+from aegisd.frame_budget import frame_problems
 
 __all__ = [
     "CompiledAction",
@@ -36,8 +40,23 @@ _ACTION_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PARAM_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_PARAM_LEN: Final = 4096
 _MAX_BODY_IN_FRAME: Final = 56 * 1024
+_MAX_DECODES: Final = 8
 # names the SDK and the shim use for their own arguments
 _RESERVED_PARAMS: Final = frozenset({"body", "on_pending", "action", "claim", "max_wait"})
+# answer headers that carry credentials or sessions: never handed to the agent
+_SECRET_RESPONSE_HEADERS: Final = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "set-cookie",
+        "set-cookie2",
+        "cookie",
+        "www-authenticate",
+        "proxy-authenticate",
+        "authentication-info",
+        "proxy-authentication-info",
+    }
+)
 
 
 def _placeholders(template: str) -> list[str]:
@@ -46,6 +65,21 @@ def _placeholders(template: str) -> list[str]:
         if field_name is not None:
             names.append(field_name)
     return names
+
+
+def _is_dot_segment(value: str) -> bool:
+    """Whether ``value``, percent-decoded as often as a server might (``%252e`` -> ``%2e`` ->
+    ``.``), contains a ``.`` or ``..`` segment between ``/`` or ``\\`` separators. We send it
+    encoded, but a server or proxy that decodes and then normalises would climb the path."""
+    for _ in range(_MAX_DECODES):
+        segments = re.split(r"[/\\]", value)
+        if any(seg in (".", "..") for seg in segments):
+            return True
+        decoded = unquote(value)
+        if decoded == value:
+            return False
+        value = decoded
+    return True  # still changing after that many rounds: no honest value does that
 
 
 def is_loopback_host(host: str) -> bool:
@@ -124,8 +158,16 @@ class CompiledAction:
     def render_url(self, params: Mapping[str, str]) -> str:
         """The proxy URL with every parameter percent-encoded (no path or query injection)."""
         assert self.spec.request is not None
+        template = self.spec.request.url
+        in_path = _placeholders(template.split("?", 1)[0].split("#", 1)[0])
+        for name in in_path:
+            if _is_dot_segment(params.get(name, "")):
+                # never echo the value: it comes from the agent and may be hostile
+                raise InvalidParams(
+                    f"parameter {name!r} would be a '.' or '..' path segment once decoded"
+                )
         safe = {k: quote(v, safe="") for k, v in params.items()}
-        url = self.spec.request.url.format_map(safe)
+        url = template.format_map(safe)
         # HTTP clients resolve "." and ".." path segments (RFC 3986 5.2.4), so such a value
         # would climb out of the template's path (/repos/o/.. -> /repos).
         if any(seg in (".", "..") for seg in urlsplit(url).path.split("/")):
@@ -138,6 +180,9 @@ class Policy:
     callers: tuple[CallerRule, ...]
     actions: Mapping[str, CompiledAction]
     source: str = ""
+    # things that load but deserve the author's attention (``policy check`` prints them, the
+    # daemon logs them at every load), each naming the file and key like a problem does
+    warnings: tuple[str, ...] = ()
 
     def action_for(self, rule: CallerRule, name: str) -> CompiledAction:
         """The action if it exists and the caller's rule allows it, else a typed error."""
@@ -154,6 +199,27 @@ class Policy:
 
     def actions_for(self, rule: CallerRule) -> list[CompiledAction]:
         return [a for n, a in sorted(self.actions.items()) if self.allows(rule, n)]
+
+
+def _action_warnings(spec: ActionSpec, where: str) -> list[str]:
+    warnings: list[str] = []
+    if spec.approval != "ciba" or not spec.binding_message:
+        return warnings
+    for w in template_warnings(spec.binding_message, dict(spec.params)):
+        warnings.append(f"{where}.binding_message: {w}")
+    rem = spec.remember
+    if rem is not None and rem.scope == "action" and rem.ttl > 0:
+        try:
+            named = sorted(set(_placeholders(spec.binding_message)) & set(spec.params))
+        except ValueError:
+            named = []
+        if named:
+            warnings.append(
+                f"{where}.remember: scope 'action' lets one approval serve any "
+                f"{', '.join('{' + n + '}' for n in named)} for {rem.ttl:g} s, though the "
+                "message the person approved named particular values; use scope 'request'"
+            )
+    return warnings
 
 
 def _check_action(name: str, spec: ActionSpec, where: str, cfg: Config) -> list[str]:
@@ -231,6 +297,12 @@ def _check_request(where: str, spec: ActionSpec) -> list[str]:
     for h in req.headers:
         if h.lower() in ("authorization", "host", "content-length", "cookie"):
             problems.append(f"{where}.request.headers.{h}: set by the daemon, not the policy")
+    for h in req.response_headers:
+        if h.lower() in _SECRET_RESPONSE_HEADERS:
+            problems.append(
+                f"{where}.request.response_headers: {h!r} carries credentials or sessions "
+                "and is never returned to the caller"
+            )
     if req.max_request_body < 0 or req.max_response_body < 1 or req.timeout <= 0:
         problems.append(f"{where}.request: limits must be positive")
     # request and answer each travel in one 64 KiB frame with their envelope
@@ -238,6 +310,11 @@ def _check_request(where: str, spec: ActionSpec) -> list[str]:
         problems.append(
             f"{where}.request: max_request_body and max_response_body may be at most "
             f"{_MAX_BODY_IN_FRAME} bytes (one 64 KiB frame with its envelope)"
+        )
+    elif req.max_response_body > 0:
+        problems.extend(
+            f"{where}.request: {p}"
+            for p in frame_problems(req.response_headers, req.max_response_body)
         )
     return problems
 
@@ -265,9 +342,11 @@ def compile_policy(cfg: Config) -> Policy:
         except ConfigError as exc:
             problems.append(f"{src}: key {exc.message}")
     compiled: dict[str, CompiledAction] = {}
+    warnings: list[str] = []
     for name, spec in cfg.actions.items():
         where = f"{src}: key actions.{name}"
         problems.extend(_check_action(name, spec, where, cfg))
+        warnings.extend(_action_warnings(spec, where))
         patterns: dict[str, re.Pattern[str]] = {}
         for pname, pat in spec.params.items():
             try:
@@ -277,4 +356,4 @@ def compile_policy(cfg: Config) -> Policy:
         compiled[name] = CompiledAction(name, spec, MappingProxyType(patterns))
     if problems:
         raise ConfigError(problems=problems)
-    return Policy(tuple(cfg.callers), MappingProxyType(compiled), src)
+    return Policy(tuple(cfg.callers), MappingProxyType(compiled), src, tuple(warnings))

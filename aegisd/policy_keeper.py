@@ -108,6 +108,8 @@ class PolicyKeeper:
             generation=self.generation,
             **requested_by,
         )
+        for warning in active.policy.warnings:
+            log.warning("policy: %s", warning)
         log.info("policy reloaded: %d actions", len(active.policy.actions))
         return []
 

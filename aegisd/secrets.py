@@ -3,8 +3,9 @@
 Owns the ``SecretStore`` protocol (and its writable extension), the store names and which of
 them a config needs, the checks every backend applies to a name or a value, the ``env``
 backend (tests and dev only; reads ``AEGIS_SECRET_<NAME>``) with its start-up warning, and
-``open_secret_store``. The ``keyring`` backend lives in ``aegisd.keyring_store`` so that
-importing this module never imports ``keyring``.
+``open_secret_store``. The ``keyring`` backend lives in ``aegisd.keyring_store`` (which
+imports ``keyring`` only when first used), the ``file`` backend in ``aegisd.file_store``, and
+the name and value checks all of them share in ``aegisd.secret_checks`` (re-exported here).
 
 Must not log, print or put into an exception any secret value: messages name the secret,
 never its content.
@@ -14,13 +15,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Protocol
 
 from aegisd.config import Config, SecretsConfig
 from aegisd.errors import SecretsUnavailable
-
-if TYPE_CHECKING:
-    from aegisd.keyring_store import KeyringSecretStore
+from aegisd.file_store import FileSecretStore
+from aegisd.keyring_store import KeyringSecretStore
+from aegisd.secret_checks import (
+    MAX_SECRET_BYTES,
+    SECRET_NAMES,
+    check_secret_name,
+    check_secret_value,
+)
 
 __all__ = [
     "MAX_SECRET_BYTES",
@@ -37,61 +43,10 @@ __all__ = [
     "open_secret_store",
 ]
 
-SECRET_NAMES: Final = (
-    "auth0_client_secret",
-    "management_client_secret",
-    "auth0_private_key",
-    "token_vault_client_secret",
-)
-
-# A PEM RSA-4096 key is about 3.3 KB; anything near this limit is a mistake (a binary file
-# piped in by accident), and D-Bus and the Keychain both have message limits of their own.
-MAX_SECRET_BYTES: Final = 64 * 1024
-
 
 def env_var_name(name: str) -> str:
     """``auth0_client_secret`` -> ``AEGIS_SECRET_AUTH0_CLIENT_SECRET``."""
     return "AEGIS_SECRET_" + name.upper()
-
-
-def check_secret_name(name: str) -> None:
-    """Raise ``SecretsUnavailable`` unless ``name`` is one of ``SECRET_NAMES``.
-
-    The keyring is shared with every other program of the user; restricting the names keeps
-    aegisd from reading or overwriting entries it does not own under a typo'd name.
-    """
-    if name not in SECRET_NAMES:
-        shown = name if len(name) <= 64 else name[:61] + "..."
-        raise SecretsUnavailable(
-            f"unknown secret name {shown!r}; known names: {', '.join(SECRET_NAMES)}"
-        )
-
-
-def check_secret_value(name: str, value: str) -> None:
-    """Refuse values that cannot be right, without ever quoting them.
-
-    Raises:
-        SecretsUnavailable: the value is empty, too large, contains NUL, or (for
-            ``auth0_private_key``) is not a PEM private key.
-    """
-    check_secret_name(name)
-    if not value.strip():
-        raise SecretsUnavailable(f"refusing to store an empty value for {name}")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
-        raise SecretsUnavailable(
-            f"refusing to store {name}: the value is larger than {MAX_SECRET_BYTES} bytes"
-        )
-    if "\x00" in value:
-        raise SecretsUnavailable(f"refusing to store {name}: the value contains a NUL byte")
-    if name == "auth0_private_key":
-        text = value.strip()
-        # Catches the common slip of typing the key's *path* at the prompt.
-        if not (text.startswith("-----BEGIN ") and "PRIVATE KEY-----" in text):
-            raise SecretsUnavailable(
-                "refusing to store auth0_private_key: expected a PEM private key "
-                "('-----BEGIN PRIVATE KEY-----' ...); pipe the file in: "
-                "aegisctl secrets set auth0_private_key < key.pem"
-            )
 
 
 def needed_secrets(cfg: Config) -> tuple[str, ...]:
@@ -202,10 +157,16 @@ class MemorySecretStore:
         return self._values.pop(name, None) is not None
 
 
-def open_secret_store(cfg: SecretsConfig) -> EnvSecretStore | KeyringSecretStore:
-    """Build the store the config names (the keyring backend is resolved on first use)."""
+def open_secret_store(
+    cfg: SecretsConfig,
+) -> EnvSecretStore | KeyringSecretStore | FileSecretStore:
+    """Build the store the config names (the keyring backend is resolved on first use).
+
+    Raises:
+        SecretsUnavailable: the file backend's directory is not an absolute path.
+    """
     if cfg.backend == "env":
         return EnvSecretStore()
-    from aegisd.keyring_store import KeyringSecretStore
-
+    if cfg.backend == "file":
+        return FileSecretStore.from_config(cfg)
     return KeyringSecretStore(service=cfg.service)

@@ -29,11 +29,13 @@ __all__ = [
     "SYSTEMD_DEFAULT_LISTEN",
     "SYSTEMD_SERVICE",
     "SYSTEMD_SOCKET",
+    "check_absolute",
     "example_files",
     "launchd_plist",
     "render_launchd_plist",
     "render_systemd_service",
     "render_systemd_socket",
+    "systemd_arg",
 ]
 
 SYSTEMD_SERVICE: Final = "aegisd.service"
@@ -114,14 +116,14 @@ _EXAMPLE_NOTE: Final = (
 )
 
 
-def _check_absolute(what: str, path: str) -> None:
+def check_absolute(what: str, path: str) -> None:
     if not path.startswith("/"):
         raise ConfigError(f"{what} must be an absolute path for a service definition: {path}")
     if any(c in path for c in "\n\r\x00"):
         raise ConfigError(f"{what} contains a control character: {path!r}")
 
 
-def _systemd_arg(arg: str) -> str:
+def systemd_arg(arg: str) -> str:
     """Quote one ExecStart= argument: specifiers (%), variables ($), quotes, backslashes."""
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
     if escaped and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", escaped):
@@ -142,11 +144,11 @@ def render_systemd_service(aegisd: str, config: str | None, *, example: bool = F
     if example:
         exec_start = aegisd  # a deliberate specifier such as %h, not a literal path
     else:
-        _check_absolute("the aegisd executable", aegisd)
-        exec_start = _systemd_arg(aegisd)
+        check_absolute("the aegisd executable", aegisd)
+        exec_start = systemd_arg(aegisd)
     if config is not None:
-        _check_absolute("the config file", config)
-        exec_start += " --config " + _systemd_arg(config)
+        check_absolute("the config file", config)
+        exec_start += " --config " + systemd_arg(config)
     return _SERVICE_TEMPLATE.format(
         header=_EXAMPLE_NOTE if example else "",
         exec_start=exec_start,
@@ -163,7 +165,7 @@ def render_systemd_socket(socket_path: str | None, *, example: bool = False) -> 
     if socket_path is None:
         listen = SYSTEMD_DEFAULT_LISTEN
     else:
-        _check_absolute("the socket", socket_path)
+        check_absolute("the socket", socket_path)
         if len(socket_path.encode()) > SUN_PATH_MAX:
             raise ConfigError(f"socket path longer than {SUN_PATH_MAX} bytes: {socket_path}")
         listen = socket_path.replace("%", "%%")
@@ -179,14 +181,14 @@ def launchd_plist(
         ConfigError: a path is relative or has a control character, or the socket path is
             longer than macOS allows.
     """
-    _check_absolute("the aegisd executable", aegisd)
-    _check_absolute("the socket", socket_path)
-    _check_absolute("the log file", log_path)
+    check_absolute("the aegisd executable", aegisd)
+    check_absolute("the socket", socket_path)
+    check_absolute("the log file", log_path)
     if len(socket_path.encode()) > SUN_PATH_MAX:
         raise ConfigError(f"socket path longer than {SUN_PATH_MAX} bytes: {socket_path}")
     argv = [aegisd]
     if config is not None:
-        _check_absolute("the config file", config)
+        check_absolute("the config file", config)
         argv += ["--config", config]
     return {
         "Label": LAUNCHD_LABEL,

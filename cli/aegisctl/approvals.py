@@ -31,6 +31,14 @@ def pending(cli: CliContext, as_json: bool) -> None:
             f"{p.pending_id}  {p.action:<24} caller={p.caller} waiters={p.waiters} "
             f'{left}s left  "{p.binding_message}"'
         )
+        # The phone text may shorten long values in the middle; here they are whole, next to
+        # the digest whose first six digits end the phone text. Values come from the agent:
+        # JSON quoting shows control characters and look-alike letters as escapes instead of
+        # letting them act on the terminal.
+        width = max((len(k) for k in p.params), default=0)
+        for key, value in sorted(p.params.items()):
+            click.echo(f"    {key:<{width}} = {json.dumps(value)}")
+        click.echo(f"    digest {p.digest}")
 
 
 @click.command()

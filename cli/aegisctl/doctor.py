@@ -26,11 +26,11 @@ import httpx
 import trio
 
 from aegisctl.context import CliContext, pass_cli
+from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
 from aegisd.errors import AegisError, ConfigError
-from aegisd.locate import daemon_account_uid
 from aegisd.policy import compile_policy
 from aegisd.secrets import needed_secrets, open_secret_store
 from aegisd.wire import StatusReport
@@ -102,7 +102,7 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
 
 def _separated_layout(st: os.stat_result) -> bool:
     """Owned by the daemon account, and nobody else may write (0750/0710 group layout)."""
-    account = daemon_account_uid()
+    account = daemon_uid()
     return account is not None and st.st_uid == account and not st.st_mode & 0o022
 
 
@@ -132,7 +132,7 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
         st = os.lstat(socket)
         mode = stat.S_IMODE(st.st_mode)
         # 0660 for the clients' group when the daemon account owns it (separated mode)
-        allowed = 0o117 if st.st_uid == daemon_account_uid() else 0o177
+        allowed = 0o117 if st.st_uid == daemon_uid() else 0o177
         if mode & allowed:
             return Check(
                 "socket",

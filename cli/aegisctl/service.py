@@ -3,22 +3,20 @@
 Owns the install plan: which files go where for this installation (the ``aegisd`` next to this
 Python, the resolved config file, the socket), which ``systemctl --user`` or ``launchctl``
 commands follow, and how ``uninstall`` reverses them. Plans are plain data (``plan_install``,
-``plan_uninstall``) so that ``--dry-run`` prints exactly what a real run would do. File
-contents come from ``aegisd.service_files``; commands run through an injectable ``Runner`` so
-tests never touch the real service manager. This module acts outside the daemon: it never opens
+``plan_uninstall``; the steps and ``apply`` are in ``aegisctl.install_steps``) so that
+``--dry-run`` prints exactly what a real run would do. File contents come from
+``aegisd.service_files``; commands run through an injectable ``Runner`` so tests never touch
+the real service manager. ``--system`` (separated mode) is planned in
+``aegisctl.system_install``. This module acts outside the daemon: it never opens
 the daemon's socket, and it never reads or writes a secret.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -26,7 +24,19 @@ from typing import Final, Literal
 import click
 import platformdirs.macos
 
+from aegisctl import system_install
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.install_steps import (
+    MakeDir,
+    RemoveFile,
+    Run,
+    Runner,
+    RunResult,
+    Step,
+    WriteFile,
+    apply,
+    subprocess_runner,
+)
 from aegisd.config import APP, Config, load_config
 from aegisd.errors import ConfigError
 from aegisd.service_files import (
@@ -61,57 +71,6 @@ __all__ = [
 Platform = Literal["linux", "macos"]
 PLATFORMS: Final[tuple[Platform, ...]] = ("linux", "macos")
 COMMAND_TIMEOUT: Final = 60.0
-
-
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-Runner = Callable[[Sequence[str]], RunResult]
-
-
-def subprocess_runner(argv: Sequence[str]) -> RunResult:
-    """Run a service-manager command, capturing its output (never a secret in argv)."""
-    try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-        )
-    except FileNotFoundError:
-        return RunResult(127, "", f"{argv[0]}: command not found")
-    except subprocess.TimeoutExpired:
-        return RunResult(124, "", f"{argv[0]}: no answer within {COMMAND_TIMEOUT:g} s")
-    return RunResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-@dataclass(frozen=True)
-class WriteFile:
-    path: Path
-    content: bytes
-    mode: int = 0o644
-
-
-@dataclass(frozen=True)
-class MakeDir:
-    path: Path
-    mode: int
-
-
-@dataclass(frozen=True)
-class RemoveFile:
-    path: Path
-
-
-@dataclass(frozen=True)
-class Run:
-    argv: tuple[str, ...]
-    # False for commands whose failure only means "there was nothing to undo".
-    check: bool = True
-
-
-Step = WriteFile | MakeDir | RemoveFile | Run
 
 
 @dataclass(frozen=True)
@@ -222,17 +181,21 @@ def _systemctl(*args: str) -> tuple[str, ...]:
     return ("systemctl", "--user", *args)
 
 
-def plan_install(inst: Installation) -> list[Step]:
+def plan_install(inst: Installation, *, start: bool = True) -> list[Step]:
     files = installed_files(inst)
     if inst.platform == "linux":
-        return [
+        steps: list[Step] = [
             MakeDir(inst.unit_dir, 0o755),
             *(WriteFile(path, content) for path, content in files.items()),
             Run(_systemctl("daemon-reload")),
-            Run(_systemctl("enable", "--now", SYSTEMD_SOCKET)),
-            # A daemon already running keeps its old ExecStart until restarted.
-            Run(_systemctl("try-restart", SYSTEMD_SERVICE)),
         ]
+        if start:
+            steps += [
+                Run(_systemctl("enable", "--now", SYSTEMD_SOCKET)),
+                # A daemon already running keeps its old ExecStart until restarted.
+                Run(_systemctl("try-restart", SYSTEMD_SERVICE)),
+            ]
+        return steps
     service = f"{inst.launchd_target}/{LAUNCHD_LABEL}"
     [(plist_path, plist)] = files.items()
     return [
@@ -243,8 +206,14 @@ def plan_install(inst: Installation) -> list[Step]:
         # bootstrap refuses a label that is already loaded: unload an older copy first.
         Run(("launchctl", "bootout", service), check=False),
         WriteFile(plist_path, plist),
-        Run(("launchctl", "enable", service)),
-        Run(("launchctl", "bootstrap", inst.launchd_target, str(plist_path))),
+        *(
+            [
+                Run(("launchctl", "enable", service)),
+                Run(("launchctl", "bootstrap", inst.launchd_target, str(plist_path))),
+            ]
+            if start
+            else []
+        ),
     ]
 
 
@@ -289,72 +258,6 @@ def _macos_note(inst: Installation) -> str:
     )
 
 
-def _describe(step: Step, *, done: bool = False) -> str:
-    if isinstance(step, WriteFile):
-        return f"{'wrote' if done else 'write'} {step.path} (mode {step.mode:04o})"
-    if isinstance(step, MakeDir):
-        return f"{'created' if done else 'create'} directory {step.path} (mode {step.mode:04o})"
-    if isinstance(step, RemoveFile):
-        return f"{'removed' if done else 'remove'} {step.path}"
-    note = "" if step.check or done else "  (a failure here is ignored)"
-    return f"{'ran' if done else 'run'}: {shlex.join(step.argv)}{note}"
-
-
-def _write_atomically(path: Path, content: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def apply(steps: Sequence[Step], runner: Runner, *, dry_run: bool) -> None:
-    """Carry out (or, with ``dry_run``, only print) each step in order.
-
-    Raises:
-        click.ClickException: a checked command failed or a file could not be written; the
-            steps after it are not run.
-    """
-    for step in steps:
-        if dry_run:
-            click.echo(f"would {_describe(step)}")
-            if isinstance(step, WriteFile):
-                for line in step.content.decode().splitlines():
-                    click.echo(f"    {line}")
-            continue
-        try:
-            if isinstance(step, MakeDir):
-                step.path.mkdir(mode=step.mode, parents=True, exist_ok=True)
-            elif isinstance(step, WriteFile):
-                _write_atomically(step.path, step.content, step.mode)
-            elif isinstance(step, RemoveFile):
-                try:
-                    step.path.unlink()
-                except FileNotFoundError:
-                    click.echo(f"(already absent: {step.path})")
-                    continue
-        except OSError as exc:
-            raise click.ClickException(f"{_describe(step)}: {exc.strerror}") from None
-        if isinstance(step, Run):
-            result = runner(step.argv)
-            if result.returncode != 0:
-                detail = (result.stderr or result.stdout).strip()
-                if step.check:
-                    raise click.ClickException(
-                        f"`{shlex.join(step.argv)}` failed (exit {result.returncode}): {detail}"
-                    )
-                click.echo(f"ran: {shlex.join(step.argv)} (exit {result.returncode}, ignored)")
-                continue
-        click.echo(_describe(step, done=True))
-
-
 def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
     """The ``service`` command group, running commands through ``runner``."""
 
@@ -388,59 +291,147 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
 
     @click.group()
     def service() -> None:
-        """Install aegisd as a per-user service (systemd --user or a launchd agent).
+        """Install aegisd as a service: per-user, or as its own account with --system.
 
-        Acts on the service manager, not through the daemon.
+        --system (separated mode, recommended) runs the daemon as the 'aegis' account, so the
+        person's own processes (the agent included) cannot read its secrets or change its
+        policy. Acts on the service manager, not through the daemon.
         """
 
     @service.command()
+    @click.option(
+        "--system",
+        is_flag=True,
+        help="Separated mode: a system service under its own account (needs root).",
+    )
+    @click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The config to install (--system: copied to /etc/aegis/aegisd.toml with the "
+        "system paths; default: the existing system config).",
+    )
+    @click.option(
+        "--person",
+        metavar="USER",
+        default=None,
+        help="--system: the account the agent runs as, allowed to connect (default $SUDO_USER).",
+    )
+    @click.option(
+        "--verify-exe",
+        is_flag=True,
+        help="--system: grant CAP_SYS_PTRACE so exe/sha256 caller rules work across uids.",
+    )
+    @click.option("--no-start", is_flag=True, help="Write everything but start nothing.")
     @platform_option
     @aegisd_option
     @dry_run_option
     @pass_cli
     def install(
-        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+        cli: CliContext,
+        system: bool,
+        config: str | None,
+        person: str | None,
+        verify_exe: bool,
+        no_start: bool,
+        platform: Platform | None,
+        aegisd: str | None,
+        dry_run: bool,
     ) -> None:
-        """Write the unit files (or plist) for this installation and start the socket."""
-        inst, _ = detect_installation(cli, choose(platform, dry_run), aegisd)
-        apply(plan_install(inst), runner, dry_run=dry_run)
+        """Write the unit files (or plist) for this installation and start the socket.
+
+        With --system (separated mode, as root): the 'aegis' account, /etc/aegis,
+        /var/lib/aegis, /run/aegis and the system units; see docs/OPERATIONS.md.
+        """
+        chosen = choose(platform, dry_run)
+        if system:
+            exe = Path(aegisd) if aegisd else Path(sys.executable).parent / "aegisd"
+            system_install.install(
+                runner,
+                chosen,
+                aegisd=Path(os.path.abspath(exe)),
+                config=config,
+                person=person,
+                verify_exe=verify_exe,
+                start=not no_start,
+                dry_run=dry_run,
+            )
+            return
+        if person or verify_exe:
+            raise click.UsageError("--person and --verify-exe apply to --system only")
+        if config:
+            cli = CliContext(socket_path=cli.socket_path, config_path=config)
+        inst, _ = detect_installation(cli, chosen, aegisd)
+        if inst.platform == "linux":
+            _require_user_manager(inst, runner, dry_run=dry_run)
+        apply(plan_install(inst, start=not no_start), runner, dry_run=dry_run)
         click.echo("")
         click.echo(_linger_note(inst) if inst.platform == "linux" else _macos_note(inst))
 
     @service.command()
+    @click.option("--system", is_flag=True, help="Remove separated mode (needs root).")
+    @click.option(
+        "--purge",
+        is_flag=True,
+        help="--system: also delete the state (audit log, active policy) and the accounts.",
+    )
     @platform_option
     @aegisd_option
     @dry_run_option
     @pass_cli
     def uninstall(
-        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+        cli: CliContext,
+        system: bool,
+        purge: bool,
+        platform: Platform | None,
+        aegisd: str | None,
+        dry_run: bool,
     ) -> None:
         """Stop aegisd, disable it and remove the files that install wrote."""
-        inst = _installation_for_removal(cli, choose(platform, dry_run), aegisd)
+        chosen = choose(platform, dry_run)
+        if system:
+            system_install.uninstall(runner, chosen, purge=purge, dry_run=dry_run)
+            return
+        if purge:
+            raise click.UsageError("--purge applies to --system only")
+        inst = _installation_for_removal(cli, chosen, aegisd)
         apply(plan_uninstall(inst), runner, dry_run=dry_run)
 
     @service.command()
+    @click.option("--system", is_flag=True, help="Separated mode's files and service.")
     @platform_option
     @aegisd_option
     @dry_run_option
     @pass_cli
     def status(
-        cli: CliContext, platform: Platform | None, aegisd: str | None, dry_run: bool
+        cli: CliContext,
+        system: bool,
+        platform: Platform | None,
+        aegisd: str | None,
+        dry_run: bool,
     ) -> None:
-        """Show whether the files are installed and current, and the manager's view."""
-        inst = _installation_for_removal(cli, choose(platform, dry_run), aegisd)
+        """Show whether the files are installed and current, and the manager's view.
+
+        Exits 0 when installed and running, 1 when not installed, 3 when installed but the
+        service manager says it is not running (or cannot be asked).
+        """
+        chosen = choose(platform, dry_run)
+        if system:
+            sys.exit(system_install.status(runner, chosen, dry_run=dry_run))
+        inst = _installation_for_removal(cli, chosen, aegisd)
+        missing = False
         for path, content in installed_files(inst).items():
             try:
                 current = path.read_bytes()
             except FileNotFoundError:
                 state = "not installed"
+                missing = True
             else:
-                state = (
-                    "installed"
-                    if current == content
-                    else ("installed, but differs from what `aegisctl service install` writes now")
-                )
+                differs = ", but differs from what `aegisctl service install` writes now"
+                state = "installed" + ("" if current == content else differs)
             click.echo(f"{path}: {state}")
+        running = True
         for argv in status_commands(inst):
             if dry_run:
                 click.echo(f"would run: {shlex.join(argv)}")
@@ -450,8 +441,39 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
             text = (result.stdout + result.stderr).rstrip()
             if text:
                 click.echo(text)
+            if argv[0] != "loginctl" and result.returncode != 0:
+                running = False
+        if dry_run:
+            return
+        if missing:
+            sys.exit(1)
+        if not running:
+            sys.exit(3)
 
     return service
+
+
+def _require_user_manager(inst: Installation, runner: Runner, *, dry_run: bool) -> None:
+    """Refuse before writing anything when no systemd user manager runs for this user."""
+    argv = _systemctl("show-environment")
+    if dry_run:
+        click.echo(f"(a real run first checks that a user manager runs: {shlex.join(argv)})")
+        return
+    result = runner(argv)
+    if result.returncode == 0:
+        return
+    user = shlex.quote(inst.user)
+    raise click.ClickException(
+        f"no systemd user manager is running for {inst.user} (`{shlex.join(argv)}` failed: "
+        f"{(result.stderr or result.stdout).strip() or 'exit ' + str(result.returncode)}); "
+        "nothing was written. Do one of:\n"
+        f"  - log in as {inst.user} (a desktop or ssh session starts one) and run this there;\n"
+        f"  - keep one running without a login: sudo loginctl enable-linger {user}, then run "
+        "this again;\n"
+        "  - install separated mode instead (recommended; no user manager needed):\n"
+        f"      sudo {shlex.quote(str(inst.aegisd.parent / 'aegisctl'))} service install "
+        f"--system --config {shlex.quote(str(inst.config))}"
+    )
 
 
 def _installation_for_removal(

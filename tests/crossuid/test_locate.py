@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from aegisd import locate, wire
+from aegisd.accounts import DAEMON_USER_ENV
 from aegisd.client import AegisClient, DaemonUntrusted
 from tests.corekit import AEGISCTL, SYSTEM_PYTHON, child_env, short_root, wait_for
 from tests.crossuid.foreign import Account, throwaway_user
@@ -100,7 +101,7 @@ def test_aegisctl_refuses_it_too(planter: Account) -> None:
 
 def test_the_daemon_account_is_accepted(planter: Account, monkeypatch: pytest.MonkeyPatch) -> None:
     # the same server, named as the daemon account (what /run/aegis holds in separated mode)
-    monkeypatch.setenv(locate.DAEMON_USER_ENV, planter.name)
+    monkeypatch.setenv(DAEMON_USER_ENV, planter.name)
     with short_root() as root:
         os.chown(root, planter.uid, planter.gid)
         proc, path = plant(root, planter.prefix())

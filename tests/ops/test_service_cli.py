@@ -274,3 +274,36 @@ def test_status_reports_a_stale_unit(home: Path, config: Path) -> None:
     assert "$ systemctl --user --no-pager --lines=0 status aegisd.socket aegisd.service" in (
         status.stdout
     )
+
+
+@linux_host
+def test_install_without_a_user_manager_says_what_to_do_and_writes_nothing(
+    home: Path, config: Path
+) -> None:
+    manager = FakeManager(fail="show-environment")
+    result = invoke(manager, config, "install", "--platform", "linux")
+
+    assert result.exit_code == 1
+    assert "no systemd user manager is running" in result.output
+    assert "loginctl enable-linger" in result.output
+    assert "service install --system" in result.output
+    assert tree(home) == {}
+    assert manager.calls == [("systemctl", "--user", "show-environment")]
+
+
+@linux_host
+def test_status_exits_non_zero_when_not_installed_or_not_running(home: Path, config: Path) -> None:
+    assert invoke(FakeManager(), config, "status", "--platform", "linux").exit_code == 1
+    assert invoke(FakeManager(), config, "install", "--platform", "linux").exit_code == 0
+    assert invoke(FakeManager(), config, "status", "--platform", "linux").exit_code == 0
+    stopped = invoke(FakeManager(fail="status"), config, "status", "--platform", "linux")
+    assert stopped.exit_code == 3
+
+
+@linux_host
+def test_no_start_writes_the_units_but_starts_nothing(home: Path, config: Path) -> None:
+    manager = FakeManager()
+    result = invoke(manager, config, "install", "--platform", "linux", "--no-start")
+    assert result.exit_code == 0, result.output
+    assert manager.active == set() and manager.reloads == 1
+    assert (home / ".config" / "systemd" / "user" / "aegisd.service").is_file()

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from aegisd.binding import (
     MAX_BINDING_MESSAGE,
     is_valid_binding_message,
+    pattern_max_length,
     reduce_text,
     render_binding_message,
     template_problems,
+    template_warnings,
 )
 
 DIGEST = hashlib.sha256(b"request").hexdigest()
@@ -53,11 +55,62 @@ def test_fixed_text_may_use_hash() -> None:
     assert msg == f"Close issue #42 {SUFFIX}"
 
 
-def test_long_body_is_cut_but_digest_kept() -> None:
-    msg = render_binding_message("Delete {repo}", {"repo": "a" * 200}, DIGEST)
+def test_long_value_is_shortened_in_the_middle_and_digest_kept() -> None:
+    msg = render_binding_message("Delete {repo}", {"repo": "a" * 100 + "z" * 100}, DIGEST)
     assert len(msg) == MAX_BINDING_MESSAGE
-    assert msg.endswith(".. " + SUFFIX)
-    assert msg.startswith("Delete aaaa")
+    assert msg.endswith("zzz " + SUFFIX)
+    assert msg.startswith("Delete aaaa") and ".." in msg
+
+
+def test_the_shipped_github_example_tells_two_long_repos_apart() -> None:
+    # issue 13 finding 2: both used to read
+    # "DELETE repo acme-platform-engineering:infrastructure-t.."
+    template = "DELETE repo {owner}/{repo}"
+    owner = "acme-platform-engineering"
+    prod = render_binding_message(
+        template, {"owner": owner, "repo": "infrastructure-terraform-production"}, DIGEST
+    )
+    play = render_binding_message(
+        template, {"owner": owner, "repo": "infrastructure-terraform-playground"}, DIGEST
+    )
+    assert prod == f"DELETE repo acme-plat..ngineering:infrastruc..production {SUFFIX}"
+    assert play == f"DELETE repo acme-plat..ngineering:infrastruc..playground {SUFFIX}"
+    assert is_valid_binding_message(prod) and is_valid_binding_message(play)
+
+
+def test_short_values_stay_whole_and_the_long_one_takes_the_rest() -> None:
+    msg = render_binding_message(
+        "Move {a} from {b} to {c}", {"a": "x" * 80, "b": "src", "c": "dst"}, DIGEST
+    )
+    assert " from src to dst " in msg and len(msg) == MAX_BINDING_MESSAGE
+    assert re.search(r"Move x+\.\.x+ from", msg)
+
+
+def test_pattern_max_length() -> None:
+    assert pattern_max_length("^[A-Za-z0-9-]{1,39}$") == 39
+    assert pattern_max_length("^(?:ab|cde)$") == 3
+    assert pattern_max_length("^[a-z]+$") is None
+    assert pattern_max_length("^.{1,5000}$") is None  # longer than any value may be
+
+
+def test_warns_when_the_longest_values_would_be_shortened() -> None:
+    patterns = {"owner": "^[A-Za-z0-9-]{1,39}$", "repo": "^[A-Za-z0-9._-]{1,100}$"}
+    (warning,) = template_warnings("DELETE repo {owner}/{repo}", patterns)
+    assert "the message is 152 characters where 56 fit" in warning
+    assert "{owner} (up to 39) to 21" in warning and "{repo} (up to 100) to 22" in warning
+    assert template_problems("DELETE repo {owner}/{repo}", list(patterns), patterns) == []
+    assert template_warnings("Delete {repo}", {"repo": "^[a-z]{1,40}$"}) == []
+    assert "unbounded" in template_warnings("Delete {repo}", {"repo": "^[a-z]+$"})[0]
+
+
+def test_refuses_a_template_that_leaves_a_parameter_unreadable() -> None:
+    names = "abcdefgh"
+    template = "Do " + " ".join("{" + n + "}" for n in names)
+    patterns = dict.fromkeys(names, "^[a-z]{1,30}$")
+    problems = template_problems(template, list(names), patterns)
+    assert any("fewer than 8" in p for p in problems)
+    # short patterns make the same template fine
+    assert template_problems(template, list(names), dict.fromkeys(names, "^[a-z]{1,4}$")) == []
 
 
 def test_digest_prefix_and_case_are_accepted() -> None:

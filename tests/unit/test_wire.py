@@ -329,6 +329,8 @@ def test_design_codes_are_all_on_the_wire() -> None:
         "unknown_action", "caller_not_allowed", "invalid_params", "policy_denied",
         "rate_limited", "approval_denied", "approval_expired", "approval_unavailable",
         "credential_unavailable", "upstream_error", "cancelled", "shutting_down", "internal",
+        # issue 13: a proxied answer that carried the credential (an upstream_error subclass)
+        "credential_reflected",
         "approval_pending",
     }  # fmt: skip
     assert design == WIRE_CODES
