@@ -37,7 +37,7 @@ from aegisd.errors import (
     PolicyDenied,
 )
 from aegisd.limits import RememberCache
-from aegisd.peer import PeerIdentity
+from aegisd.peer import PeerIdentity, explain_no_match
 from aegisd.policy import CompiledAction, Policy, request_digest
 from aegisd.wire import (
     Authorize,
@@ -166,7 +166,7 @@ class Broker:
         digest = ""
         try:
             if ctx.rule is None:
-                raise PeerRejected()
+                raise PeerRejected(explain_no_match(peer, policy.callers))
             owner = _owner(ctx, msg.claim)
             if msg.max_wait is not None and (msg.claim is None or not msg.max_wait >= _MIN_WAIT):
                 raise BadRequest(

@@ -4,8 +4,9 @@ Owns the client side of the socket protocol on anyio, so it runs under asyncio a
 connecting (``AEGIS_SOCKET`` or the default path), the handshake, several requests in flight
 on one connection, ``Pending`` events, cancellation (a cancelled await sends ``Cancel``), and
 raising the ``AegisError`` subclass named by each error code. It imports only the standard
-library, anyio, msgspec, platformdirs and ``aegisd.wire``/``errors``/``locate``: no httpx, no mcp,
-so ``import aegisd.client`` stays light. It never keeps a credential after handing it over.
+library, anyio, msgspec and ``aegisd.wire``/``errors``/``locate``/``runtime_dir``: no httpx,
+no mcp, so ``import aegisd.client`` stays light. It never keeps a credential after handing it
+over.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from aegisd.errors import (
     FrameTooLarge,
     Internal,
     InvalidParams,
+    NotFound,
     PeerRejected,
     PolicyDenied,
     RateLimited,
@@ -72,6 +74,7 @@ __all__ = [
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
+    "NotFound",
     "ParamsSpec",
     "PeerRejected",
     "PendingCallback",
@@ -160,6 +163,7 @@ class AegisClient:
     client_name: str = CLIENT_NAME
     peer: wire.PeerInfo | None = field(default=None, init=False)
     daemon_version: str = field(default="", init=False)
+    policy_generation: int = field(default=0, init=False)  # as of the handshake
     _stream: anyio.abc.SocketStream | None = field(default=None, init=False, repr=False)
     _tg: anyio.abc.TaskGroup | None = field(default=None, init=False, repr=False)
     _waiters: dict[int, _Waiter] = field(default_factory=dict, init=False, repr=False)
@@ -210,6 +214,7 @@ class AegisClient:
             await self._close_stream()
             raise BadRequest("daemon did not answer Hello with Welcome")
         self.peer, self.daemon_version = first.peer, first.daemon_version
+        self.policy_generation = first.policy_generation
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_loop)
@@ -423,6 +428,32 @@ class AegisClient:
             raise BadRequest("unexpected answer to status")
         return final
 
+    async def watch_policy(self, on_change: Callable[[int], Awaitable[None]]) -> None:
+        """Call ``on_change(generation)`` now and after every policy reload, until cancelled.
+
+        Returns never; raises ``DaemonUnavailable`` when the daemon goes away (or the error
+        the daemon ended the watch with, e.g. ``ShuttingDown``).
+        """
+        req_id = next(self._ids)
+        async with self._exchange(wire.Watch(id=req_id)) as waiter:
+            try:
+                while True:
+                    try:
+                        msg = await waiter.receive.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        raise self._closed_error or DaemonUnavailable(
+                            "aegisd closed the connection"
+                        ) from None
+                    if isinstance(msg, wire.Error):
+                        raise error_for_code(msg.code, msg.message, msg.retry_after)
+                    if isinstance(msg, wire.PolicyChanged):
+                        await on_change(msg.generation)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    with suppress(AegisError):
+                        await self._send(wire.Cancel(id=req_id))
+                raise
+
     async def pending(self) -> list[wire.PendingInfo]:
         final = await self._simple(wire.ListPending(id=next(self._ids)))
         if not isinstance(final, wire.PendingList):
@@ -614,7 +645,7 @@ def _flat_arguments(bound: inspect.BoundArguments) -> dict[str, object]:
 
 def _tool_error_result(exc: AegisError) -> object:
     """The same ``isError`` result aegis-mcp returns; only called with mcp already imported."""
-    from aegisd.mcp_shim import error_result
+    from aegisd.mcp_results import error_result
 
     return error_result(exc)
 

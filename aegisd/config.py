@@ -1,16 +1,19 @@
 """Configuration: the TOML file as msgspec Structs, its loading, and default paths.
 
 This module owns the *shape* of ``aegisd.toml`` (every key is a Struct field here, documented
-in ``docs/CONFIG.md``) and turns decoding failures into a ``ConfigError`` that names the file,
-the key and what was expected. Semantic checks of the policy (templates, placeholders,
-binding-message fit) live in ``policy.py``; this module must not perform I/O beyond reading the
-one file it is asked to load, and must not hold global state.
+in ``docs/CONFIG.md``) and turns decoding failures into a ``ConfigError`` that lists every
+problem with the file, line, key and what was expected (the walk is ``config_check``'s), plus
+what the daemon would refuse later (relative paths, a socket path too long for ``sun_path``).
+Semantic checks of the policy (templates, placeholders, binding-message fit) live in
+``policy.py``; this module must not perform I/O beyond reading the one file it is asked to
+load, and must not hold global state.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Final, Literal
@@ -18,10 +21,13 @@ from typing import Final, Literal
 import msgspec
 import platformdirs
 
+from aegisd.config_check import KeyLines, Problem, key_text, walk
 from aegisd.errors import ConfigError
+from aegisd.runtime_dir import user_runtime_dir
 
 __all__ = [
     "ActionSpec",
+    "AnnotationsSpec",
     "Auth0Config",
     "CallerRule",
     "Config",
@@ -32,10 +38,12 @@ __all__ = [
     "RequestTemplate",
     "SecretsConfig",
     "TokenVaultClientConfig",
+    "check_config",
     "default_audit_path",
     "default_config_path",
     "default_socket_path",
     "load_config",
+    "max_socket_path_length",
     "parse_config",
     "resolve_config_path",
 ]
@@ -49,8 +57,8 @@ def default_config_path() -> Path:
 
 
 def default_socket_path() -> Path:
-    """``platformdirs.user_runtime_dir("aegis")/aegisd.sock``."""
-    return Path(platformdirs.user_runtime_dir(APP)) / "aegisd.sock"
+    """``$XDG_RUNTIME_DIR/aegis/aegisd.sock``, with a quiet fallback (``runtime_dir``)."""
+    return user_runtime_dir() / "aegisd.sock"
 
 
 def default_audit_path() -> Path:
@@ -168,8 +176,19 @@ class RememberSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ttl: float = 0.0
 
 
+class AnnotationsSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """MCP tool hints the policy states itself; unset ones are derived (docs/CONFIG.md)."""
+
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+
 class ActionSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
+    title: str = ""  # a short human name (MCP tool title)
+    annotations: AnnotationsSpec = AnnotationsSpec()
     approval: Literal["none", "ciba", "deny"] = "ciba"
     binding_message: str = ""
     params: dict[str, str] = {}
@@ -199,82 +218,107 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return default_audit_path()
 
 
-_PATH_RE: Final = re.compile(r"at `\$(?P<path>[^`]*)`")
+def max_socket_path_length() -> int:
+    """Usable bytes in ``sun_path``: 107 on Linux, 103 on macOS and the BSDs."""
+    return 107 if sys.platform.startswith("linux") else 103
 
 
-def _key_of(msg: str) -> tuple[str, str]:
-    """Split msgspec's ``"Expected `int`, got `str` - at `$.daemon.x`"`` into (key, what)."""
-    m = _PATH_RE.search(msg)
-    if not m:
-        return "", msg
-    path = m.group("path").lstrip(".")
-    # $.actions['x'].params -> actions.x.params ; [0] stays as an index
-    path = re.sub(r"\['([^']*)'\]", r".\1", path).lstrip(".")
-    what = msg[: m.start()].rstrip(" -")
-    return path, what
+def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Problem]:
+    """What the types allow but the daemon would refuse (or misuse) later."""
+    found: list[Problem] = []
 
+    def add(path: tuple[str | int, ...], message: str, expected: str = "") -> None:
+        found.append(
+            Problem(
+                file=source,
+                line=lines.line(path),
+                key=key_text(path),
+                message=message,
+                expected=expected,
+            )
+        )
 
-def _locate_action(raw: dict[str, object], key: str, what: str) -> tuple[str, str]:
-    """msgspec writes dict keys as ``[...]``; find the action it meant so the key names it."""
-    actions = raw.get("actions")
-    if not key.startswith("actions[...]") or not isinstance(actions, dict):
-        return key, what
-    for name, spec in actions.items():
-        try:
-            msgspec.convert(spec, ActionSpec)
-        except msgspec.ValidationError as exc:
-            sub, sub_what = _key_of(str(exc))
-            return f"actions.{name}" + (f".{sub}" if sub else ""), sub_what
-    return key, what
-
-
-def parse_config(data: bytes | str, source: str = "<config>") -> Config:
-    """Decode TOML text into a ``Config``; raise ``ConfigError`` naming file, key and problem.
-
-    Structural and regex problems are found here; semantic policy checks are in
-    ``policy.compile_policy``.
-    """
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(problems=[f"{source}: not valid TOML: {exc}"]) from None
-    raw.pop("source", None)
-    try:
-        cfg = msgspec.convert(raw, Config)
-    except msgspec.ValidationError as exc:
-        key, what = _locate_action(raw, *_key_of(str(exc)))
-        where = f"{source}: key {key}" if key else source
-        raise ConfigError(problems=[f"{where}: {what}"]) from None
-    problems: list[str] = []
     if cfg.auth0 is not None:
         if not cfg.auth0.domain and not cfg.auth0.issuer:
-            problems.append(f"{source}: key auth0: set either domain or issuer")
+            add(("auth0",), "set either domain or issuer", "domain or issuer")
         if not 1 <= cfg.auth0.requested_expiry <= 300:
-            problems.append(
-                f"{source}: key auth0.requested_expiry: must be 1..300 seconds "
-                "(Guardian push allows at most 300)"
+            add(
+                ("auth0", "requested_expiry"),
+                "must be 1..300 seconds (Guardian push allows at most 300)",
+                "an integer from 1 to 300",
             )
     if cfg.daemon.max_connections < 1:
-        problems.append(f"{source}: key daemon.max_connections: must be at least 1")
+        add(("daemon", "max_connections"), "must be at least 1", "an integer >= 1")
+    for key, value in (("socket", cfg.daemon.socket), ("audit_log", cfg.daemon.audit_log)):
+        if value is not None and not os.path.isabs(os.path.expanduser(value)):
+            add(
+                ("daemon", key),
+                f'"{value}" is a relative path; it would depend on the directory aegisd '
+                "starts in. Use an absolute path (~ is expanded)",
+                "an absolute path",
+            )
+    if cfg.daemon.socket is not None:
+        size = len(os.fsencode(os.path.expanduser(cfg.daemon.socket)))
+        if size > max_socket_path_length():
+            add(
+                ("daemon", "socket"),
+                f"socket path is {size} bytes, the limit is {max_socket_path_length()}; "
+                "set [daemon] socket to a shorter path",
+                f"a path of at most {max_socket_path_length()} bytes",
+            )
     for name, action in cfg.actions.items():
         for pname, pattern in action.params.items():
             try:
                 re.compile(pattern)
             except re.error as exc:
-                problems.append(
-                    f"{source}: key actions.{name}.params.{pname}: invalid regular expression "
-                    f"({exc})"
+                add(
+                    ("actions", name, "params", pname),
+                    f"invalid regular expression ({exc})",
+                    "a Python regular expression",
                 )
     for i, rule in enumerate(cfg.callers):
         for digest in rule.sha256:
             if not re.fullmatch(r"[0-9a-f]{64}", digest):
-                problems.append(
-                    f"{source}: key callers[{i}].sha256: expected 64 lowercase hex digits"
-                )
-    if problems:
-        raise ConfigError(problems=problems)
-    return msgspec.structs.replace(cfg, source=source)
+                add(("callers", i, "sha256"), "expected 64 lowercase hex digits", "64 hex digits")
+    return found
+
+
+def check_config(
+    data: bytes | str, source: str = "<config>"
+) -> tuple[Config | None, list[Problem]]:
+    """Every structural and config-level problem of a TOML text, in one pass.
+
+    Returns the config and ``[]`` when the text is valid. Otherwise the problems, and the
+    config built from what was valid (bad values left out), or None when the text is not
+    TOML at all: ``aegisctl policy check`` runs the policy checks on that partial config so
+    one run reports everything.
+    """
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, [Problem(file=source, message=f"not valid TOML: {exc}")]
+    lines = KeyLines(text)
+    cleaned, problems = walk(raw, Config, source, lines, hidden=frozenset({"source"}))
+    try:
+        cfg = msgspec.convert(cleaned, Config)
+    except msgspec.ValidationError as exc:  # pragma: no cover - the walk models every type
+        return None, [*problems, Problem(file=source, message=str(exc))]
+    problems += _semantic_problems(cfg, source, lines)
+    problems.sort(key=lambda p: p.line or 0)  # file order; the sort is stable within a line
+    return msgspec.structs.replace(cfg, source=source), problems
+
+
+def parse_config(data: bytes | str, source: str = "<config>") -> Config:
+    """Decode TOML text into a ``Config``; raise ``ConfigError`` listing every problem.
+
+    Each problem names the file, line and key (``config_check``). Semantic policy checks are
+    in ``policy.compile_policy``. This is the single entry the daemon uses.
+    """
+    cfg, problems = check_config(data, source)
+    if problems or cfg is None:
+        raise ConfigError(problems=[p.render() for p in problems])
+    return cfg
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

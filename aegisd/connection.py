@@ -25,12 +25,11 @@ from aegisd.errors import (
     BadRequest,
     Cancelled,
     FrameTooLarge,
-    PeerRejected,
     RateLimited,
     ShuttingDown,
     UnsupportedProtocol,
 )
-from aegisd.peer import PeerIdentity, why_unmatched
+from aegisd.peer import PeerIdentity
 from aegisd.policy import Policy
 
 __all__ = ["Connection", "Host"]
@@ -54,6 +53,9 @@ class Host(Protocol):
     @property
     def policy(self) -> Policy: ...
 
+    @property
+    def policy_generation(self) -> int: ...
+
     async def propose(
         self,
         msg: wire.ProposePolicy,
@@ -72,6 +74,10 @@ class Host(Protocol):
     async def inspect(
         self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
     ) -> wire.DaemonMessage: ...
+
+    async def policy_changed(self, seen: int) -> int:
+        """Return the policy generation once it is no longer ``seen``."""
+        ...
 
 
 class _Closed(Exception):
@@ -150,6 +156,7 @@ class Connection:
                                 caller=self.rule.name if self.rule else None,
                                 exe_verified=self.peer.exe_verified,
                             ),
+                            policy_generation=self.host.policy_generation,
                         )
                     )
             except trio.TooSlowError:
@@ -210,7 +217,7 @@ class Connection:
             if isinstance(msg, wire.Hello):
                 await self._try_send(wire.Error(code="bad_request", message="second Hello"))
                 raise _Closed("bad_request")
-            if isinstance(msg, wire.Authorize | wire.Proxy | wire.ProposePolicy):
+            if isinstance(msg, wire.Authorize | wire.Proxy | wire.ProposePolicy | wire.Watch):
                 if self.host.stopping:
                     stop = ShuttingDown()
                     await self.send(wire.Error(id=msg.id, code=stop.code, message=stop.message))
@@ -233,7 +240,10 @@ class Connection:
                     continue
                 scope = trio.CancelScope()
                 self._inflight[msg.id] = scope
-                nursery.start_soon(self._request, msg, scope)
+                if isinstance(msg, wire.Watch):
+                    nursery.start_soon(self._watch, msg.id, scope)
+                else:
+                    nursery.start_soon(self._request, msg, scope)
             elif isinstance(msg, wire.Cancel):
                 target = self._inflight.get(msg.id)
                 if target is not None:
@@ -266,9 +276,6 @@ class Connection:
                     error = exc
             if scope.cancelled_caught:
                 error = self._cancel_reason.get(msg.id)
-            if isinstance(error, PeerRejected) and self.rule is None:
-                # say why when it is the unverified executable (another uid, no CAP_SYS_PTRACE)
-                error = PeerRejected(why_unmatched(self.peer, self.host.policy.callers))
             if error is not None:
                 await self.send(
                     wire.Error(
@@ -284,6 +291,24 @@ class Connection:
         finally:
             self._inflight.pop(msg.id, None)
             self._cancel_reason.pop(msg.id, None)
+
+    async def _watch(self, req_id: int, scope: trio.CancelScope) -> None:
+        """One ``PolicyChanged`` now and one per reload, until cancelled or shutdown."""
+        try:
+            with scope:
+                seen = self.host.policy_generation
+                await self.send(wire.PolicyChanged(id=req_id, generation=seen))
+                while True:
+                    seen = await self.host.policy_changed(seen)
+                    await self.send(wire.PolicyChanged(id=req_id, generation=seen))
+            error = self._cancel_reason.get(req_id)
+            if error is not None:
+                await self.send(wire.Error(id=req_id, code=error.code, message=error.message))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass
+        finally:
+            self._inflight.pop(req_id, None)
+            self._cancel_reason.pop(req_id, None)
 
     def shutdown(self) -> None:
         """Daemon stopping: every in-flight request ends with ``shutting_down``."""

@@ -16,11 +16,11 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
 import httpx
+import msgspec
 import trio
 
 from aegisd import wire
@@ -35,16 +35,17 @@ from aegisd.mode import running_mode, user_name
 from aegisd.peer import (
     ExeHasher,
     PeerIdentity,
+    explain_no_match,
     match_caller,
     read_peer,
     uid_allowed,
-    why_unmatched,
 )
 from aegisd.policy import Policy
 from aegisd.policy_keeper import PolicyKeeper
 from aegisd.proposal import ProposalDesk
-from aegisd.secrets import SecretStore, open_secret_store
+from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
 from aegisd.server import Listener, access_for, notify, open_listener
+from aegisd.version import installed_version
 
 __all__ = ["Daemon", "daemon_version"]
 
@@ -52,10 +53,7 @@ log = logging.getLogger(__name__)
 
 
 def daemon_version() -> str:
-    try:
-        return version("aegis")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0+unknown"
+    return installed_version()
 
 
 class _AuditRecorder:
@@ -142,7 +140,7 @@ class Daemon:
             config.audit_path(), now=now, rotate_bytes=config.daemon.audit_rotate_bytes
         )
         self.record = _AuditRecorder(self.audit)
-        self.keeper = PolicyKeeper(config, self.record, self._policy_swapped)
+        self.keeper = PolicyKeeper(config, self.record, self._on_policy_swap)
         for warning in self.policy.warnings:
             log.warning("policy: %s", warning)
         # fixed for the process's life (aegisd.main hardens before it builds the Daemon)
@@ -152,7 +150,10 @@ class Daemon:
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
         self.stopping = False
+        self.missing_secrets: list[str] = []
         self._cancel: trio.CancelScope | None = None
+        # set and renewed by every policy swap; Watch requests wait on it
+        self._policy_event = trio.Event()
 
     # ---- running -------------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ class Daemon:
                         self.config.auth0 and self.config.auth0.authorization_details
                     ),
                 )
+                self.missing_secrets = await self._missing_secrets()
                 await self.record(
                     "start",
                     pid=os.getpid(),
@@ -230,6 +232,35 @@ class Daemon:
                 self.listener.close()
                 await self.record("stop", pid=os.getpid())
                 self.audit.close()
+
+    async def _missing_secrets(self) -> list[str]:
+        """Warn at start about secrets the config needs and the backend lacks.
+
+        Not a failure: inspection (status, pending, audit) must still work, and the operator
+        may add the secret while the daemon runs (the keyring is read at each use).
+        """
+        needed = needed_secrets(self.config)
+        if not needed:
+            return []
+        try:
+            store = self._secrets or open_secret_store(self.config.secrets)
+            missing = [name for name in needed if not await store.present(name)]
+        except AegisError as exc:
+            log.warning("secret store unavailable (%s): approvals will fail", exc.message)
+            return list(needed)
+        for name in missing:
+            fix = (
+                f"set {env_var_name(name)} in aegisd's environment"
+                if self.config.secrets.backend == "env"
+                else f"run `aegisctl secrets set {name}`"
+            )
+            log.warning(
+                "secret %s is missing from the %s backend: approvals will fail until you %s",
+                name,
+                self.config.secrets.backend,
+                fix,
+            )
+        return missing
 
     def _build_approver(self, http: httpx.AsyncClient) -> Approver:
         from aegisd.auth0.client import Auth0Client
@@ -316,6 +347,13 @@ class Daemon:
             await self.record(
                 "peer_rejected", pid=peer.pid, uid=peer.uid, exe=peer.exe, reason="uid not allowed"
             )
+            log.info(
+                "pid %d rejected: uid %d is not allowed (exe %s, argv %r)",
+                peer.pid,
+                peer.uid,
+                peer.exe or "?",
+                " ".join(peer.argv)[:200],
+            )
             raise PeerRejected()
         digest = None
         if self._needs_hash:
@@ -324,15 +362,9 @@ class Daemon:
                 digest = await trio.to_thread.run_sync(self._hasher.digest, peer)
         rule = match_caller(peer, self.policy.callers, digest)
         if rule is None:
-            why = why_unmatched(peer, self.policy.callers)
-            # aegisctl matches no rule on purpose: say it loudly only when exe was the reason
-            log.log(
-                logging.INFO if why else logging.DEBUG,
-                "peer %s argv %r matches no caller rule%s",
-                peer.describe(),
-                " ".join(peer.argv)[:200],
-                f": {why}" if why else "",
-            )
+            # info, not debug: a caller rule that misses the real interpreter is the most
+            # likely first failure, and the operator needs to see what aegisd saw
+            log.info("pid %d: %s", peer.pid, explain_no_match(peer, self.policy.callers))
         return peer, rule
 
     async def inspect(
@@ -347,7 +379,12 @@ class Daemon:
                 return wire.PendingList(id=req_id, pending=self.broker.pending())
             case wire.CancelPending(id=req_id, pending_id=pid):
                 if not self.broker.cancel_pending(pid):
-                    return wire.Error(id=req_id, code="bad_request", message="no such pending id")
+                    return wire.Error(
+                        id=req_id,
+                        code="not_found",
+                        message=f"no pending approval {pid[:64]!r} (answered, expired or "
+                        "cancelled? `aegisctl pending` lists them)",
+                    )
                 await self.record("operator_cancel", pid=peer.pid, pending_id=pid)
                 return wire.Locked(id=req_id, cancelled=1, forgotten=0)
             case wire.Lock(id=req_id):
@@ -364,7 +401,7 @@ class Daemon:
                         reason="no caller rule matches",
                         request="list_actions",
                     )
-                    raise PeerRejected(why_unmatched(peer, self.policy.callers))
+                    raise PeerRejected(explain_no_match(peer, self.policy.callers))
                 return wire.Actions(
                     id=req_id,
                     actions=[
@@ -375,6 +412,13 @@ class Daemon:
                             delivery=a.spec.delivery,
                             params_schema=a.params_schema(),
                             body=bool(a.spec.request and a.spec.request.body),
+                            method=a.spec.request.method if a.spec.request else "",
+                            title=a.spec.title,
+                            annotations={
+                                k: v
+                                for k, v in msgspec.structs.asdict(a.spec.annotations).items()
+                                if v is not None
+                            },
                         )
                         for a in self.policy.actions_for(rule)
                     ],
@@ -383,14 +427,18 @@ class Daemon:
 
     async def _status(self, req_id: int) -> wire.StatusReport:
         verified = await self._verify_cached()
-        auth0: dict[str, str] = {}
+        typed: dict[str, str | int | float | bool | None] = {}
         if callable(self._auth0_state):
             try:
-                auth0 = {str(k): str(v) for k, v in self._auth0_state().items()}
+                typed = {
+                    str(k): v if v is None or isinstance(v, str | int | float | bool) else str(v)
+                    for k, v in self._auth0_state().items()
+                }
             except Exception:  # status must answer even if the Auth0 client misbehaves
-                auth0 = {"state": "unknown"}
+                typed = {"state": "unknown"}
         elif self.config.auth0 is None:
-            auth0 = {"state": "not configured"}
+            typed = {"state": "not configured"}
+        auth0 = {k: str(v) for k, v in typed.items()}
         return wire.StatusReport(
             id=req_id,
             daemon_version=self.version,
@@ -422,7 +470,9 @@ class Daemon:
             hardening=self._hardening,
             policy_sha256=self.keeper.active.sha256,
             policy_source=self.keeper.active.source,
-            policy_generation=self.keeper.generation,
+            policy_generation=self.policy_generation,
+            auth0_state=typed,
+            missing_secrets=self.missing_secrets,
         )
 
     async def _verify_cached(self) -> VerifyResult:
@@ -436,6 +486,17 @@ class Daemon:
             result = await trio.to_thread.run_sync(verify_files, self.audit.path)
             self._audit_cache = (trio.current_time(), result)
         return result
+
+    @property
+    def policy_generation(self) -> int:
+        """0 at start, bumped by every reload and applied proposal."""
+        return self.keeper.generation
+
+    async def policy_changed(self, seen: int) -> int:
+        """The policy generation, once it differs from ``seen`` (``Watch`` requests)."""
+        while self.policy_generation == seen:
+            await self._policy_event.wait()
+        return self.policy_generation
 
     # ---- reload --------------------------------------------------------------------------
 
@@ -451,13 +512,15 @@ class Daemon:
         """SIGHUP: re-read the config; swap the policy atomically or keep the old one."""
         return not await self.keeper.reload()
 
-    def _policy_swapped(self, new_policy: Policy, changed: list[str]) -> int:
+    def _on_policy_swap(self, new_policy: Policy, changed: list[str]) -> int:
         forgotten = self.broker.forget_remembered(changed) if hasattr(self, "broker") else 0
         self._needs_hash = any(rule.sha256 for rule in new_policy.callers)
         for conn in self._connections.values():
             if conn.peer is not None:  # re-match rules so a removed caller loses access now
                 digest = self._hasher.cached(conn.peer)
                 conn.rule = match_caller(conn.peer, new_policy.callers, digest)
+        self._policy_event.set()  # Watch requests: the policy changed
+        self._policy_event = trio.Event()
         return forgotten
 
     async def propose(

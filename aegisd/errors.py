@@ -5,9 +5,9 @@ must not import anything but the standard library: the SDK, the shim, the CLI an
 all share it, and ``import aegisd.client`` has to stay light.
 
     AegisError                       code               exit
-    ├── BadRequest                   bad_request          2
-    │   ├── FrameTooLarge            frame_too_large      2
-    │   └── UnsupportedProtocol      unsupported_protocol 2
+    ├── BadRequest                   bad_request         65   (EX_DATAERR; 2 is click's usage)
+    │   ├── FrameTooLarge            frame_too_large     65
+    │   └── UnsupportedProtocol      unsupported_protocol 65
     ├── PeerRejected                 peer_rejected        4
     ├── UnknownAction                unknown_action       5
     ├── CallerNotAllowed             caller_not_allowed   4
@@ -23,11 +23,16 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── Cancelled                    cancelled            13
     ├── ShuttingDown                 shutting_down        14
     ├── ApprovalPending              approval_pending     16  (the request asked for max_wait)
+    ├── NotFound                     not_found            17
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
     ├── DaemonUntrusted              daemon_untrusted     17   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
+    │   └── AlreadyRunning           already_running      18   (local only)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
+
+aegisctl adds 1 (a check found problems: doctor, audit verify, policy check) and click's 2
+(usage error: unknown option, missing argument); docs/CLI.md has the whole table.
 
 Messages are for people. They never carry a secret, a token or a traceback; callers that
 build one from foreign text must pass only text they control.
@@ -39,6 +44,7 @@ from typing import ClassVar, Final
 
 __all__ = [
     "AegisError",
+    "AlreadyRunning",
     "ApprovalDenied",
     "ApprovalExpired",
     "ApprovalPending",
@@ -54,6 +60,7 @@ __all__ = [
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
+    "NotFound",
     "PeerRejected",
     "PolicyDenied",
     "RateLimited",
@@ -93,7 +100,7 @@ class BadRequest(AegisError):
     """The peer sent something that is not a valid message in this state."""
 
     code = "bad_request"
-    exit_code = 2
+    exit_code = 65  # EX_DATAERR: distinct from click's usage errors (2)
     default_message = "malformed or unexpected message"
 
 
@@ -246,6 +253,14 @@ class ApprovalPending(AegisError):
         self.expires_at = expires_at
 
 
+class NotFound(AegisError):
+    """The thing named does not exist: a pending approval, the audit log, a pending push."""
+
+    code = "not_found"
+    exit_code = 17
+    default_message = "not found"
+
+
 class Internal(AegisError):
     """A bug in aegisd. The details are in the daemon's log, never in the message."""
 
@@ -289,6 +304,13 @@ class ConfigError(AegisError):
         super().__init__(message or "; ".join(self.problems) or "invalid configuration")
 
 
+class AlreadyRunning(ConfigError):
+    """Local only: another aegisd answers on the socket, or the port asked for is taken."""
+
+    code = "already_running"
+    exit_code = 18
+
+
 class SecretsUnavailable(AegisError):
     """Local only: the secret store is locked, absent, insecure, or lacks a needed secret."""
 
@@ -316,6 +338,7 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     Cancelled,
     ShuttingDown,
     ApprovalPending,
+    NotFound,
     Internal,
     DaemonUnavailable,
     DaemonUntrusted,

@@ -11,8 +11,9 @@ A planted socket (another user's fake server at a custom path, or a socket in a 
 directory) is refused with ``DaemonUntrusted`` and never receives a request.
 
 Imports only the standard library, ``aegisd.accounts`` (the daemon account's name, one
-definition) and ``aegisd.errors``, so ``import aegisd.client`` stays
-light (platformdirs is imported only when no socket is given). It must not speak the protocol.
+definition) and ``aegisd.errors``, so ``import aegisd.client`` stays light
+(``aegisd.runtime_dir`` is imported only when no socket is given). It must not speak the
+protocol.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def system_socket() -> Path:
 
 
 def runtime_socket() -> Path:
-    """Same-uid mode's socket: ``platformdirs.user_runtime_dir("aegis")/aegisd.sock``."""
-    import platformdirs  # only needed when no socket is given
+    """Same-uid mode's socket: ``runtime_dir.user_runtime_dir()/aegisd.sock``."""
+    from aegisd.runtime_dir import user_runtime_dir  # only needed when no socket is given
 
-    return Path(platformdirs.user_runtime_dir("aegis")) / "aegisd.sock"
+    return user_runtime_dir() / "aegisd.sock"
 
 
 def discover_socket(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -17,6 +17,7 @@ from aegisd.config import load_config
 from aegisd.daemon import Daemon
 from aegisd.errors import AegisError
 from aegisd.hardening import deny_memory_access
+from aegisd.version import DISTRIBUTION
 
 __all__ = ["main", "run"]
 
@@ -48,7 +49,7 @@ async def run(daemon: Daemon) -> None:
     type=click.Path(dir_okay=False),
     help="Config file (default: the user config dir; env AEGIS_CONFIG).",
 )
-@click.version_option(package_name="aegis", prog_name="aegisd")
+@click.version_option(package_name=DISTRIBUTION, prog_name="aegisd")
 def cli(config_path: str | None) -> None:
     """Run aegisd in the foreground."""
     # first of all, before any secret is read: same-uid processes lose ptrace and /proc/mem

@@ -12,7 +12,7 @@ Across uids (separated mode: aegisd runs as its own account) the kernel lets the
 a peer's ``/proc/<pid>/exe`` only with ``CAP_SYS_PTRACE``, which the daemon does not hold by
 default. The identity then falls back to what is world-readable: the command line, the parent
 chain and the pidfd against pid reuse. ``PeerIdentity.exe_verified`` is False, and rules
-that constrain ``exe`` or ``sha256`` do not match (fail closed); ``why_unmatched`` says so.
+that constrain ``exe`` or ``sha256`` do not match (fail closed); ``explain_no_match`` says so.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import msgspec
-
 from aegisd.config import CallerRule
 from aegisd.errors import PeerRejected
 
@@ -42,10 +40,10 @@ __all__ = [
     "PeerIdentity",
     "decode_audit_token",
     "decode_xucred",
+    "explain_no_match",
     "match_caller",
     "read_peer",
     "uid_allowed",
-    "why_unmatched",
 ]
 
 EXE_UNVERIFIED: Final = (
@@ -350,19 +348,37 @@ def match_caller(
     return None
 
 
-def why_unmatched(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str | None:
-    """For a peer no rule matched: a sentence when the unverified executable was the reason.
+def explain_no_match(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str:
+    """Why no caller rule matched ``peer``: what aegisd saw and each rule's first failing test.
 
-    That is, some rule would have matched the peer had its exe/sha256 conditions been left
-    out; the message then tells the operator which rule kinds work across uids.
+    For the rejected caller's error and the daemon's log. It names rules and conditions, not
+    their patterns (in separated mode the caller cannot read the policy file), and shows the
+    peer only what it is anyway (its own executable and command line).
     """
-    if peer.exe_verified:
-        return None
-    relaxed = [
-        msgspec.structs.replace(rule, exe=[], sha256=[])
-        for rule in rules
-        if rule.exe or rule.sha256
-    ]
-    if match_caller(peer, relaxed, None) is not None:
-        return EXE_UNVERIFIED
-    return None
+    cmdline = " ".join(peer.argv)
+    shown = cmdline if len(cmdline) <= 200 else cmdline[:197] + "..."
+    exe = (peer.exe or "?") if peer.exe_verified else "unverified"
+    saw = f"aegisd saw exe {exe} and argv {shown!r}"
+    if not rules:
+        return f"no [[callers]] rules are configured ({saw})"
+    reasons: list[str] = []
+    for rule in rules[:_EXPLAINED_RULES]:
+        if rule.uids and peer.uid not in rule.uids:
+            why = f"uid {peer.uid} is not listed"
+        elif (rule.exe or rule.sha256) and not peer.exe_verified:
+            why = EXE_UNVERIFIED
+        elif rule.exe and not _exe_matches(peer, rule.exe):
+            why = "exe does not match"
+        elif rule.argv and not any(fnmatch.fnmatchcase(cmdline, p) for p in rule.argv):
+            why = "argv does not match"
+        elif rule.sha256:
+            why = "the executable's sha256 matches no pin"
+        else:  # pragma: no cover - such a rule would have matched
+            why = "matches"
+        reasons.append(f"{rule.name!r}: {why}")
+    if len(rules) > _EXPLAINED_RULES:
+        reasons.append(f"and {len(rules) - _EXPLAINED_RULES} more rule(s)")
+    return f"no [[callers]] rule matches this process ({saw}; " + "; ".join(reasons) + ")"
+
+
+_EXPLAINED_RULES: Final = 10  # the message stays one readable line (and far below a frame)

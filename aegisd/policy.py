@@ -27,6 +27,7 @@ from aegisd.binding import render_binding_message, template_problems, template_w
 from aegisd.config import ActionSpec, CallerRule, Config
 from aegisd.errors import CallerNotAllowed, ConfigError, InvalidParams, UnknownAction
 from aegisd.frame_budget import frame_problems
+from aegisd.host_schema import param_schema, portability_problems, tool_name_collisions
 
 __all__ = [
     "CompiledAction",
@@ -140,7 +141,7 @@ class CompiledAction:
     def params_schema(self) -> dict[str, object]:
         """JSON Schema for the parameters, so the shim can expose the action as a tool."""
         props: dict[str, object] = {
-            name: {"type": "string", "pattern": pat.pattern} for name, pat in self.patterns.items()
+            name: param_schema(pat.pattern) for name, pat in self.patterns.items()
         }
         if self.spec.request is not None and self.spec.request.body:
             props["body"] = {
@@ -319,6 +320,27 @@ def _check_request(where: str, spec: ActionSpec) -> list[str]:
     return problems
 
 
+def _host_problems(cfg: Config, src: str) -> list[str]:
+    """What would break MCP hosts: patterns ECMA-262 reads differently, clashing tool names."""
+    problems: list[str] = []
+    for name, spec in cfg.actions.items():
+        for pname, pat in spec.params.items():
+            for what in portability_problems(pat):
+                problems.append(
+                    f"{src}: key actions.{name}.params.{pname}: not portable to MCP hosts "
+                    f"(JavaScript regular expressions): {what}"
+                )
+    for tool, actions in tool_name_collisions(cfg.actions):
+        names = ", ".join(repr(a) for a in actions)
+        problems.append(
+            f"{src}: key actions: {names} would all be the MCP tool {tool!r} "
+            "(rename so the names differ in letters, digits, '_' or '-')"
+            if len(actions) > 1
+            else f"{src}: key actions: {names} would be the MCP tool {tool!r}, aegis-mcp's own"
+        )
+    return problems
+
+
 def compile_policy(cfg: Config) -> Policy:
     """Validate callers and actions; raise ``ConfigError`` with every problem found."""
     src = cfg.source or "<config>"
@@ -354,6 +376,7 @@ def compile_policy(cfg: Config) -> Policy:
             except re.error as exc:
                 problems.append(f"{where}.params.{pname}: invalid regular expression ({exc})")
         compiled[name] = CompiledAction(name, spec, MappingProxyType(patterns))
+    problems.extend(_host_problems(cfg, src))
     if problems:
         raise ConfigError(problems=problems)
     return Policy(tuple(cfg.callers), MappingProxyType(compiled), src, tuple(warnings))

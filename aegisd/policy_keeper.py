@@ -44,7 +44,7 @@ class PolicyKeeper:
         policy = compile_policy(config)
         sha = policy_sha256(config.callers, config.actions)
         self.active = Active(config, policy, "config", sha, sha)
-        self.generation = 1
+        self.generation = 0
 
     @property
     def config(self) -> Config:

@@ -23,7 +23,7 @@ from typing import Final
 
 import trio
 
-from aegisd.errors import ConfigError
+from aegisd.errors import AlreadyRunning, ConfigError
 
 __all__ = [
     "Access",
@@ -277,7 +277,7 @@ async def open_listener(path: Path, backlog: int = 128, access: Access | None = 
         if not stat.S_ISSOCK(st.st_mode):
             raise ConfigError(f"{path}: exists and is not a socket; refusing to replace it")
         if _live_daemon_answers(path):
-            raise ConfigError(f"{path}: another aegisd is already running there")
+            raise AlreadyRunning(f"{path}: another aegisd is already running there")
         os.unlink(path)  # a dead daemon's stale socket
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # no window in which the socket is reachable by others

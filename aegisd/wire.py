@@ -42,6 +42,7 @@ __all__ = [
     "Pending",
     "PendingInfo",
     "PendingList",
+    "PolicyChanged",
     "PolicyResult",
     "PolicyText",
     "ProposePolicy",
@@ -52,6 +53,7 @@ __all__ = [
     "ShowPolicy",
     "Status",
     "StatusReport",
+    "Watch",
     "Welcome",
     "decode_client",
     "decode_daemon",
@@ -118,6 +120,13 @@ class Status(_Msg, tag="status", frozen=True, kw_only=True):
     id: int
 
 
+class Watch(_Msg, tag="watch", frozen=True, kw_only=True):
+    """Follow the policy: answered by a ``PolicyChanged`` now and after every reload, until
+    ``Cancel{id}`` or the connection ends (no idle timeout while it runs)."""
+
+    id: int
+
+
 class ListPending(_Msg, tag="list_pending", frozen=True, kw_only=True):
     id: int
 
@@ -168,6 +177,7 @@ ClientMessage = (
     | ListPending
     | CancelPending
     | Lock
+    | Watch
     | Reload
     | ShowPolicy
     | ProposePolicy
@@ -191,6 +201,7 @@ class Welcome(_Msg, tag="welcome", frozen=True, kw_only=True):
     protocol: str
     daemon_version: str
     peer: PeerInfo
+    policy_generation: int = 0
 
 
 class Pending(_Msg, tag="pending", frozen=True, kw_only=True):
@@ -242,6 +253,18 @@ class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
     delivery: str = "proxy"
     params_schema: dict[str, object] = {}
     body: bool = False
+    method: str = ""  # the proxy request's HTTP method ("" for token delivery)
+    title: str = ""
+    # the policy's own hints (read_only, destructive, idempotent, open_world); the shim
+    # derives the rest from method and approval
+    annotations: dict[str, bool] = {}
+
+
+class PolicyChanged(_Msg, tag="policy_changed", frozen=True, kw_only=True):
+    """Answer to ``Watch``: the policy now in force is number ``generation`` (0 at start)."""
+
+    id: int
+    generation: int
 
 
 class Actions(_Msg, tag="actions", frozen=True, kw_only=True):
@@ -295,7 +318,11 @@ class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     hardening: str = ""  # e.g. "not dumpable (PR_SET_DUMPABLE 0)"
     policy_sha256: str = ""  # of the active policy's canonical text (``policy show``)
     policy_source: str = ""  # "config" or the policy_file path
-    policy_generation: int = 0  # bumped by every load, reload and applied proposal
+    policy_generation: int = 0  # 0 at start, bumped by every reload and applied proposal
+    # the same Auth0 state as ``auth0`` with each value's own type ("jwks_keys": 0, not "0")
+    auth0_state: dict[str, str | int | float | bool | None] = {}
+    # secrets the config needs that the backend lacked when the daemon started (names only)
+    missing_secrets: list[str] = []
 
 
 class Reloaded(_Msg, tag="reloaded", frozen=True, kw_only=True):
@@ -335,6 +362,7 @@ DaemonMessage = (
     | PendingList
     | Locked
     | StatusReport
+    | PolicyChanged
     | Reloaded
     | PolicyText
     | PolicyResult

@@ -67,12 +67,12 @@ def test_socket_is_0600_and_its_directory_0700(daemon_proc: DaemonProcess) -> No
     assert dst.st_uid == os.getuid()
 
 
-def refused(spawn_daemon: Spawn, files: Files) -> str:
-    """Start a daemon that must refuse; return its stderr."""
+def refused(spawn_daemon: Spawn, files: Files, code: int = 78) -> str:
+    """Start a daemon that must refuse (exit ``code``); return its stderr."""
     d = spawn_daemon(files, start=False)
     rc = d.wait_exit()
     err = d.stderr()
-    assert rc == 78, err
+    assert rc == code, err
     assert "Traceback" not in err, err
     return err
 
@@ -148,7 +148,7 @@ def test_refuses_to_start_beside_a_live_daemon(
     second = write_config(
         socket_path=first.socket, audit_path=aeg_root / "second.jsonl", name="second.toml"
     )
-    err = refused(spawn_daemon, second)
+    err = refused(spawn_daemon, second, code=18)  # already_running
     assert f"{first.socket}: another aegisd is already running there" in err
     # the running daemon is untouched and still serves
     assert status_roundtrip(first.socket).pid == daemon_proc.pid
@@ -204,7 +204,7 @@ def test_status_json_reports_daemon_peers_and_audit(daemon_proc: DaemonProcess) 
         done = run_ctl(files, "status", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["daemon_version"] == version("aegis")
+    assert report["daemon_version"] == version("aegis-broker")
     assert report["pid"] == daemon_proc.pid
     assert 0 <= report["uptime"] < 60
     assert report["socket"] == str(files.socket)
@@ -290,7 +290,7 @@ def test_sighup_with_an_invalid_file_keeps_the_old_policy(daemon_proc: DaemonPro
     daemon_proc.send_signal(signal.SIGHUP)
     rec = wait_for_record(files.audit, lambda r: r["event"] == "reload_failed")
     (problem,) = rec["problems"]  # type: ignore[misc]
-    assert problem.startswith(f"{files.config}: key actions.demo.read.params.repo")
+    assert problem.startswith(f"{files.config}:13: key actions.demo.read.params.repo")
     with RawClient(files.socket) as c:
         c.hello()
         assert list_actions(c) == ["demo.read"]  # old policy still in force
@@ -390,4 +390,4 @@ async def test_in_process_reload_swaps_or_keeps_the_policy(daemon: Daemon) -> No
 def test_aegisd_version_flag() -> None:
     done = subprocess.run([str(AEGISD), "--version"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0
-    assert version("aegis") in done.stdout
+    assert version("aegis-broker") in done.stdout

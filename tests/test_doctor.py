@@ -152,7 +152,10 @@ def test_missing_secret(write_config: Callable[..., Files], tenant: FakeTenant) 
     assert code == 1
     check = checks["secret:auth0_client_secret"]
     assert check["verdict"] == "fail"
-    assert check["fix"] == "aegisctl secrets set auth0_client_secret"
+    # the env backend refuses `secrets set`: the fix must be one that works (issue 16)
+    assert check["fix"] == (
+        "set AEGIS_SECRET_AUTH0_CLIENT_SECRET in aegisd's environment (env backend), and restart it"
+    )
 
 
 def test_auth0_unreachable(write_config: Callable[..., Files]) -> None:

@@ -110,6 +110,8 @@ def test_other_uid_is_rejected_and_audited(
     assert rec["uid"] == other_user[0]
     assert rec["exe"] == os.path.realpath(SYSTEM_PYTHON)
     assert rec["reason"] == "uid not allowed"
+    # the operator's log says who it was (issue 16); the peer itself learned nothing
+    assert f"rejected: uid {other_user[0]} is not allowed (exe " in daemon_proc.stderr()
     assert status_roundtrip(files.socket).pid == daemon_proc.pid  # others are still served
     daemon_proc.assert_no_crash()
 
@@ -134,7 +136,10 @@ def test_uid_listed_in_allowed_uids_is_welcomed(
     assert welcome.peer.uid == uid and welcome.peer.caller is None
     assert isinstance(report, wire.StatusReport) and report.pid == daemon.pid
     # the uid may inspect, but /usr/bin/python3 matches no caller rule
-    assert actions == wire.Error(id=2, code=REJECTED.code, message=REJECTED.message)
+    assert isinstance(actions, wire.Error) and (actions.id, actions.code) == (2, REJECTED.code)
+    # issue 16: the rejected caller learns which rule missed and what aegisd saw
+    assert actions.message.startswith("no [[callers]] rule matches this process (aegisd saw exe ")
+    assert "exe does not match" in actions.message
     connect = next(r for r in audit_records(files.audit) if r["event"] == "connect")
     assert connect["uid"] == uid
 
@@ -210,10 +215,17 @@ def test_peer_matching_no_rule_may_inspect_but_not_act(
     welcome, report, *errors = run.messages
     assert isinstance(welcome, wire.Welcome) and welcome.peer.caller is None
     assert isinstance(report, wire.StatusReport)  # Status is open to any peer of an allowed uid
-    assert sorted(errors, key=lambda e: getattr(e, "id", 0)) == [
-        wire.Error(id=2, code="peer_rejected", message=REJECTED.message),
-        wire.Error(id=3, code="peer_rejected", message=REJECTED.message),
+    errors.sort(key=lambda e: getattr(e, "id", 0))
+    assert [(e.id, e.code) for e in errors if isinstance(e, wire.Error)] == [
+        (2, "peer_rejected"),
+        (3, "peer_rejected"),
     ]
+    # issue 16: which condition of each rule failed, and what aegisd saw
+    why = {"--as-wrongpin": "sha256 matches no pin", "--as-nobody": "argv does not match"}
+    for e in errors:
+        assert isinstance(e, wire.Error)
+        assert f"aegisd saw exe {os.path.realpath(python)} and argv " in e.message
+        assert why.get(marker[0], "exe does not match") in e.message
     pid = welcome.peer.pid
     refused = [
         r

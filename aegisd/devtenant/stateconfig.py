@@ -105,6 +105,7 @@ def render_aegisd_toml(
         ["actions", "demo.read"],
         {
             "description": "List the demo repositories (no approval needed)",
+            "title": "List demo repositories",
             "approval": "none",
             "credential": {"kind": "none"},
             "delivery": "proxy",
@@ -115,6 +116,7 @@ def render_aegisd_toml(
         ["actions", "demo.delete"],
         {
             "description": "Delete a demo repository (approval on the phone)",
+            "title": "Delete a demo repository",
             "approval": "ciba",
             "binding_message": "Delete repo {repo}",
             "params": {"repo": REPO_PATTERN},

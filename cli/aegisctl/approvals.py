@@ -9,17 +9,19 @@ import click
 import msgspec
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import CancelOutput, LockOutput, PendingItem, PendingOutput
 from aegisctl.talk import call
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_cli
 def pending(cli: CliContext, as_json: bool) -> None:
     """List approvals waiting on the phone."""
     items = call(cli.socket(), lambda c: c.pending())
     if as_json:
-        click.echo(json.dumps(msgspec.to_builtins(items), indent=2))
+        emit(PendingOutput(pending=msgspec.convert(msgspec.to_builtins(items), list[PendingItem])))
         return
     if not items:
         click.echo("no approvals pending")
@@ -43,18 +45,26 @@ def pending(cli: CliContext, as_json: bool) -> None:
 
 @click.command()
 @click.argument("pending_id")
+@json_option
 @pass_cli
-def cancel(cli: CliContext, pending_id: str) -> None:
-    """Withdraw one pending approval (its callers get `cancelled`)."""
+def cancel(cli: CliContext, pending_id: str, as_json: bool) -> None:
+    """Withdraw one pending approval (its callers get `cancelled`); exit 17 if there is none."""
     call(cli.socket(), lambda c: c.cancel_pending(pending_id))
+    if as_json:
+        emit(CancelOutput(cancelled=pending_id))
+        return
     click.echo(f"cancelled {pending_id}")
 
 
 @click.command()
+@json_option
 @pass_cli
-def lock(cli: CliContext) -> None:
+def lock(cli: CliContext, as_json: bool) -> None:
     """Cancel every pending approval and forget every remembered approval."""
     result = call(cli.socket(), lambda c: c.lock())
+    if as_json:
+        emit(LockOutput(cancelled=result.cancelled, forgotten=result.forgotten))
+        return
     click.echo(
         f"locked: {result.cancelled} pending approval(s) cancelled, "
         f"{result.forgotten} remembered approval(s) forgotten"

@@ -1,35 +1,80 @@
 """``aegisctl audit tail|verify``: read the hash-chained audit log.
 
-These read the log file directly (same user as the daemon); they do not need the daemon.
+These read the log file directly (same user as the daemon). They ask the running daemon
+where its log is (``Status.audit_log``) and fall back to the config's path when none runs;
+they never need a valid config. Human ``tail`` shows local times, short digests and no
+bookkeeping fields; ``--json`` prints every record exactly as stored.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from typing import Final
 
 import click
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import AuditVerifyOutput
+from aegisctl.talk import call
 from aegisd.audit import verify_files
+from aegisd.config import default_audit_path
+from aegisd.errors import AegisError, NotFound
 
 
 def _path(cli: CliContext, explicit: str | None) -> Path:
-    return Path(explicit) if explicit else cli.load_config().audit_path()
+    """The log to read: ``--file``, else the running daemon's own, else the config's.
+
+    Asking the daemon first means ``aegisctl`` reads the log of the daemon it talks to even
+    when its own config names another, and works while the config is invalid (that is when
+    the ``reload_failed`` record matters).
+    """
+    if explicit:
+        return Path(explicit)
+    try:
+        report = call(cli.socket(), lambda c: c.status())
+    except AegisError:  # not running, or not answering us: read the config's log
+        report = None
+    if report is not None and report.audit_log:
+        return Path(report.audit_log)
+    cfg = cli.partial_config()
+    return cfg.audit_path() if cfg is not None else default_audit_path()
+
+
+_HIDDEN: Final = frozenset(
+    {"seq", "ts", "event", "prev", "hash", "conn", "request", "mode", "upstream"}
+)
+_HEX: Final = re.compile(r"(sha256:)?[0-9a-f]{32,}")
+
+
+def _short(key: str, value: object) -> str:
+    if isinstance(value, str) and _HEX.fullmatch(value):
+        return value[: value.index(":") + 13] if value.startswith("sha256:") else value[:12]
+    if isinstance(value, int | float) and not isinstance(value, bool) and key.endswith("_at"):
+        return _clock(float(value))
+    return json.dumps(value)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%H:%M:%S")
 
 
 def _line(rec: dict[str, object]) -> str:
+    """One record for people: local time, short digests, no bookkeeping fields."""
     ts = rec.get("ts")
     when = (
-        datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        datetime.fromtimestamp(float(ts)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
         if isinstance(ts, int | float)
         else "?"
     )
-    skip = {"seq", "ts", "event", "prev", "hash"}
     rest = " ".join(
-        f"{k}={json.dumps(v)}" for k, v in rec.items() if k not in skip and v is not None
+        f"{k}={_short(k, v)}"
+        for k, v in rec.items()
+        if k not in _HIDDEN and v is not None and v != [] and v != {}
     )
     return f"{rec.get('seq')!s:>6} {when} {rec.get('event')!s:<16} {rest}"
 
@@ -50,16 +95,18 @@ def audit() -> None:
 @audit.command()
 @click.option("-n", "count", default=20, show_default=True, help="Records to show.")
 @click.option("-f", "follow", is_flag=True, help="Keep printing new records.")
-@click.option("--json", "as_json", is_flag=True, help="Raw JSON lines.")
-@click.option("--file", "file", type=click.Path(dir_okay=False), help="Log file to read.")
+@json_option
+@click.option(
+    "--file", "file", type=click.Path(dir_okay=False), help="Log file (default: the daemon's)."
+)
 @pass_cli
 def tail(cli: CliContext, count: int, follow: bool, as_json: bool, file: str | None) -> None:
-    """Show the last records."""
+    """Show the last records (--json: one stored record per line)."""
     path = _path(cli, file)
     try:
         f = open(path, "rb")  # noqa: SIM115 - kept open for -f
     except FileNotFoundError:
-        raise click.ClickException(f"{path}: no audit log yet") from None
+        raise NotFound(f"{path}: no audit log yet") from None
     with f:
         lines = f.readlines()[-count:] if count > 0 else []
         for raw in lines:
@@ -77,26 +124,26 @@ def tail(cli: CliContext, count: int, follow: bool, as_json: bool, file: str | N
 
 
 @audit.command()
-@click.option("--file", "file", type=click.Path(dir_okay=False), help="Log file to verify.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--file", "file", type=click.Path(dir_okay=False), help="Log file (default: the daemon's)."
+)
+@json_option
 @pass_cli
 def verify(cli: CliContext, file: str | None, as_json: bool) -> None:
     """Check the hash chain: detects edited, deleted or reordered records and torn tails."""
     path = _path(cli, file)
     if not path.exists():
-        raise click.ClickException(f"{path}: no audit log")
+        raise NotFound(f"{path}: no audit log")
     result = verify_files(path)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": result.ok,
-                    "records": result.records,
-                    "files": result.files,
-                    "problems": result.problems,
-                    "warnings": result.warnings,
-                },
-                indent=2,
+        emit(
+            AuditVerifyOutput(
+                ok=result.ok,
+                path=str(path),
+                records=result.records,
+                files=result.files,
+                problems=result.problems,
+                warnings=result.warnings,
             )
         )
     else:

@@ -9,6 +9,7 @@ socket; it never talks to aegisd. It must not print secrets: the client secrets 
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -19,7 +20,10 @@ import click
 import httpx
 import trio
 
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import DevTenantAnswerOutput
 from aegisd.devtenant import DevTenantOptions, serve_dev_tenant
+from aegisd.errors import AlreadyRunning, NotFound
 
 __all__ = ["dev_tenant"]
 
@@ -86,7 +90,23 @@ def dev_tenant(
         format="%(asctime)s %(name)s %(message)s",
     )
     logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
-    trio.run(_serve_until_signal, options)
+    try:
+        trio.run(_serve_until_signal, options)
+    except (OSError, BaseExceptionGroup) as exc:
+        inner = _sole(exc)
+        if isinstance(inner, OSError) and inner.errno == errno.EADDRINUSE:
+            raise AlreadyRunning(
+                f"port {port} on 127.0.0.1 is already in use (another dev tenant?); "
+                "choose another with --port, or --port 0 for a free one"
+            ) from None
+        raise
+
+
+def _sole(exc: BaseException) -> BaseException:
+    """The one exception inside trio's (possibly nested) single-member groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _serve_until_signal(options: DevTenantOptions) -> None:
@@ -103,7 +123,7 @@ async def _serve_until_signal(options: DevTenantOptions) -> None:
                 break
 
 
-def _answer(port: int, latest: bool, req_id: str | None, verb: str) -> None:
+def _answer(port: int, latest: bool, req_id: str | None, verb: str, as_json: bool) -> None:
     if latest == (req_id is not None):
         raise click.UsageError("give either --latest or a request ID")
     base = f"http://127.0.0.1:{port}/"
@@ -113,7 +133,7 @@ def _answer(port: int, latest: bool, req_id: str | None, verb: str) -> None:
             if latest:
                 pending = client.get("phone/pending").raise_for_status().json()["pending"]
                 if not pending:
-                    raise click.ClickException("no pending request")
+                    raise NotFound("no pending request")
                 newest = max(pending, key=lambda p: p["created_at"])
                 req_id = str(newest["id"])
             assert req_id is not None
@@ -123,10 +143,13 @@ def _answer(port: int, latest: bool, req_id: str | None, verb: str) -> None:
             f"cannot reach the dev tenant at {base} ({type(exc).__name__})"
         ) from None
     if resp.status_code == 404:
-        raise click.ClickException("no pending request has that ID (answered or expired?)")
+        raise NotFound("no pending request has that ID (answered or expired?)")
     if resp.status_code != 200:
         raise click.ClickException(f"the dev tenant answered HTTP {resp.status_code}")
-    status = resp.json().get("status", verb)
+    status = str(resp.json().get("status", verb))
+    if as_json:
+        emit(DevTenantAnswerOutput(status=status, id=req_id))
+        return
     click.echo(f"{status} {req_id[:8]}…")
 
 
@@ -140,15 +163,17 @@ _latest_option = click.option("--latest", is_flag=True, help="Answer the newest 
 @_port_option
 @_latest_option
 @click.argument("req_id", required=False)
-def approve(port: int, latest: bool, req_id: str | None) -> None:
+@json_option
+def approve(port: int, latest: bool, req_id: str | None, as_json: bool) -> None:
     """Approve a pending push, as the person would on the phone."""
-    _answer(port, latest, req_id, "approve")
+    _answer(port, latest, req_id, "approve", as_json)
 
 
 @dev_tenant.command("deny")
 @_port_option
 @_latest_option
 @click.argument("req_id", required=False)
-def deny(port: int, latest: bool, req_id: str | None) -> None:
+@json_option
+def deny(port: int, latest: bool, req_id: str | None, as_json: bool) -> None:
     """Deny a pending push, as the person would on the phone."""
-    _answer(port, latest, req_id, "deny")
+    _answer(port, latest, req_id, "deny", as_json)

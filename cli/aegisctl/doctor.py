@@ -9,7 +9,6 @@ network); it never changes anything.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -26,13 +25,17 @@ import httpx
 import trio
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.executables import exe_pattern_warnings, resolved_executables
+from aegisctl.output import colour_enabled, emit, json_option, verdict
+from aegisctl.outputs import CheckOutput, DoctorOutput
 from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
 from aegisd.errors import AegisError, ConfigError
 from aegisd.policy import compile_policy
-from aegisd.secrets import needed_secrets, open_secret_store
+from aegisd.runtime_dir import fallback_reason
+from aegisd.secrets import env_var_name, needed_secrets, open_secret_store
 from aegisd.wire import StatusReport
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -77,6 +80,11 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
                 "add a [[callers]] rule naming the MCP shim or your program",
             )
         )
+    if cfg is not None:
+        checks.extend(_caller_exe_checks(cfg))
+    runtime = _runtime_dir_check()
+    if runtime is not None:
+        checks.append(runtime)
     socket = cli.socket()
     checks.append(_socket_dir_check(socket))
     daemon_check, report = await _daemon_check(socket, timeout)
@@ -201,8 +209,18 @@ def _audit_check(cfg: Config) -> Check:
     )
 
 
+def _secret_fix(cfg: Config, name: str) -> str:
+    """A fix that works with this backend (the env backend refuses `secrets set`)."""
+    if cfg.secrets.backend == "env":
+        return f"set {env_var_name(name)} in aegisd's environment (env backend), and restart it"
+    return f"aegisctl secrets set {name}"
+
+
 async def _secrets_checks(cfg: Config) -> list[Check]:
     checks: list[Check] = []
+    if not needed_secrets(cfg):
+        # nothing to read: an absent or locked keyring is no failure of this config
+        return [Check("secrets", "ok", "this config needs no secrets")]
     if cfg.secrets.backend == "env":
         checks.append(
             Check(
@@ -221,9 +239,7 @@ async def _secrets_checks(cfg: Config) -> list[Check]:
             if await store.present(name):
                 checks.append(Check(f"secret:{name}", "ok", "present"))
             else:
-                checks.append(
-                    Check(f"secret:{name}", "fail", "missing", f"aegisctl secrets set {name}")
-                )
+                checks.append(Check(f"secret:{name}", "fail", "missing", _secret_fix(cfg, name)))
     except AegisError as exc:
         checks.append(
             Check("secrets-backend", "fail", exc.message, "see docs/OPERATIONS.md (keyring)")
@@ -310,23 +326,78 @@ def _service_check() -> Check:
         tool = shutil.which("systemctl")
         cmd = [tool or "systemctl", "--user", "is-active", "aegisd.socket", "aegisd.service"]
     if tool is None:
-        return Check("service", "warn", "no service manager found", "run aegisd by hand")
+        return Check("service", "warn", "no service manager found", "run aegisd by hand: aegisd")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return Check("service", "warn", "service manager did not answer", "")
     if out.returncode == 0:
         return Check("service", "ok", "installed and active")
+    if sys.platform == "darwin":  # pragma: no cover - macOS only
+        return Check("service", "warn", "not loaded as a LaunchAgent", "aegisctl service install")
+    return _systemd_user_check(out.stdout + out.stderr)
+
+
+def _systemd_user_check(answer: str) -> Check:
+    """Tell "not installed" from "installed, but no user manager runs" and "not started"."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    units = [base / "systemd" / "user" / f"aegisd.{kind}" for kind in ("socket", "service")]
+    installed = all(u.exists() for u in units)
+    no_manager = (
+        "Failed to connect" in answer
+        or "No medium found" in answer
+        or not (os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("DBUS_SESSION_BUS_ADDRESS"))
+    )
+    user = os.environ.get("USER") or str(os.getuid())
+    if no_manager:
+        where = f"units are installed ({units[0].parent})" if installed else "not installed"
+        return Check(
+            "service",
+            "warn",
+            f"{where}, but no systemd user manager runs for this session",
+            f"loginctl enable-linger {user} (then log in again), or run aegisd by hand: aegisd",
+        )
+    if installed:
+        return Check(
+            "service",
+            "warn",
+            f"units are installed ({units[0].parent}) but not active",
+            "systemctl --user enable --now aegisd.socket",
+        )
+    return Check("service", "warn", "not installed as a user service", "aegisctl service install")
+
+
+def _runtime_dir_check() -> Check | None:
+    """Said once here, not on every command: the default socket's directory fell back."""
+    reason = fallback_reason()
+    if reason is None:
+        return None
+    from aegisd.runtime_dir import user_runtime_dir
+
     return Check(
-        "service",
+        "runtime-dir",
         "warn",
-        "not installed as a user service (or not active)",
-        "aegisctl service install",
+        f"{reason}; the default socket is under {user_runtime_dir()}",
+        "log in through a session that sets XDG_RUNTIME_DIR (pam_systemd), or set "
+        "[daemon] socket in the config",
     )
 
 
+def _caller_exe_checks(cfg: Config) -> list[Check]:
+    resolved = resolved_executables()
+    runs = resolved.aegis_mcp_interpreter or resolved.interpreter
+    where = f"aegis-mcp {resolved.aegis_mcp} runs {runs}" if resolved.aegis_mcp else ""
+    checks = [
+        Check("callers-exe", "warn", warning, f"list {runs} in the rule's exe")
+        for warning in exe_pattern_warnings(cfg, resolved)
+    ]
+    if not checks and cfg.callers:
+        checks.append(Check("callers-exe", "ok", "every exe pattern matches a file here; " + where))
+    return checks
+
+
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds per network check.")
 @pass_cli
 def doctor(cli: CliContext, as_json: bool, timeout: float) -> None:
@@ -337,11 +408,14 @@ def doctor(cli: CliContext, as_json: bool, timeout: float) -> None:
     checks = trio.run(_check_all, cli, timeout)
     failed = any(c.verdict == "fail" for c in checks)
     if as_json:
-        click.echo(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
+        emit(DoctorOutput(ok=not failed, checks=[CheckOutput(**asdict(c)) for c in checks]))
     else:
         marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+        colour = colour_enabled()
         for c in checks:
-            click.echo(f"{marks[c.verdict]} {c.name}: {c.detail}")
+            click.echo(
+                f"{verdict(marks[c.verdict], c.verdict, colour=colour)} {c.name}: {c.detail}"
+            )
             if c.fix and c.verdict != "ok":
                 click.echo(f"       fix: {c.fix}")
     if failed:

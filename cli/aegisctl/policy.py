@@ -16,12 +16,13 @@ from pathlib import Path
 import click
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import PolicyCheckOutput
+from aegisctl.policy_check import check_file
 from aegisctl.talk import call
 from aegisd import wire
 from aegisd.client import PendingEvent
-from aegisd.config import load_config
 from aegisd.errors import ConfigError
-from aegisd.policy import compile_policy
 
 # the text travels in one frame with its envelope (type, id, key names)
 MAX_PROPOSAL_BYTES = wire.MAX_FRAME - 256
@@ -32,30 +33,51 @@ def policy() -> None:
     """Check, show or propose the policy."""
 
 
-@policy.command()
+@policy.command(short_help="Print every problem in a config file; show each phone message.")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
+@json_option
 @pass_cli
-def check(cli: CliContext, file: str | None) -> None:
-    """Print every problem in FILE (default: the config) and exit non-zero if any.
+def check(cli: CliContext, file: str | None, as_json: bool) -> None:
+    """Print every problem in FILE (default: the config) and exit 78 if there is any.
 
-    Warnings (printed as ``warning: ...``) do not change the exit status."""
-    path = file or str(cli.config_file())
-    try:
-        cfg = load_config(path)
-        pol = compile_policy(cfg)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(problem, err=True)
-        click.echo(f"{len(exc.problems)} problem(s) found", err=True)
-        raise click.exceptions.Exit(ConfigError.exit_code) from None
-    for warning in pol.warnings:
+    Each problem names the file, line and key, what was expected (the allowed values of an
+    enum, a "did you mean" for an unknown key). Also shows how each binding message will look
+    on the phone, and warns about caller-rule exe patterns that match nothing here.
+    """
+    report = check_file(file or str(cli.config_file()))
+    if as_json:
+        emit(report)
+    else:
+        _print_report(report)
+    if report.problems:
+        raise click.exceptions.Exit(ConfigError.exit_code)
+
+
+def _print_report(report: PolicyCheckOutput) -> None:
+    for problem in report.problems:
+        click.echo(problem.render(), err=True)
+    if report.problems:
+        click.echo(f"{len(report.problems)} problem(s) found", err=True)
+    else:
+        summary = f"{report.actions} action(s), {report.callers} caller rule(s)"
+        if report.warnings:
+            summary += f", {len(report.warnings)} warning(s)"
+        click.echo(f"{report.file}: ok ({summary})")
+        if not report.callers:
+            click.echo("note: no [[callers]] rules, so no process may request any action")
+    if report.binding_messages:
+        click.echo("binding messages, as the phone shows them (typical / longest values):")
+        for b in report.binding_messages:
+            click.echo(f"  {b.action}: {b.template!r}")
+            click.echo(f"      {b.typical}")
+            if b.longest != b.typical:
+                click.echo(f"      {b.longest}")
+    r = report.resolved
+    click.echo(f"this Python resolves to {r.interpreter}")
+    if r.aegis_mcp:
+        click.echo(f"aegis-mcp is {r.aegis_mcp}, run by {r.aegis_mcp_interpreter or '?'}")
+    for warning in [*report.warnings, *report.exe_warnings]:  # neither changes the exit status
         click.echo(f"warning: {warning}", err=True)
-    summary = f"{len(pol.actions)} action(s), {len(pol.callers)} caller rule(s)"
-    if pol.warnings:
-        summary += f", {len(pol.warnings)} warning(s)"
-    click.echo(f"{path}: ok ({summary})")
-    if not pol.callers:
-        click.echo("note: no [[callers]] rules, so no process may request any action")
 
 
 @policy.command()
@@ -68,7 +90,7 @@ def show(cli: CliContext) -> None:
 
 @policy.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_cli
 def propose(cli: CliContext, file: str, as_json: bool) -> None:
     """Send FILE as the new policy; it applies only after approval on the phone."""

@@ -12,12 +12,13 @@ import json
 import click
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import json_option
 from aegisctl.talk import call
 from aegisd.errors import ConfigError
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_cli
 def reload(cli: CliContext, as_json: bool) -> None:
     """Re-read the daemon's config and policy; an invalid config keeps the old policy."""

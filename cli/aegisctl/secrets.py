@@ -11,7 +11,6 @@ errors travel as ``AegisError`` to ``main``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,8 @@ import click
 import trio
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import SecretsStatusOutput, SecretState
 from aegisctl.system_creds import CredentialStore
 from aegisd.accounts import daemon_account, daemon_uid, system_layout
 from aegisd.config import Config, SecretsConfig, load_config
@@ -261,7 +262,7 @@ def delete(cli: CliContext, name: str, system: bool) -> None:
 
 
 @secrets.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @system_option
 @pass_cli
 def status(cli: CliContext, as_json: bool, system: bool) -> None:
@@ -288,20 +289,17 @@ def status(cli: CliContext, as_json: bool, system: bool) -> None:
     present = {n: present[n] or n in encrypted for n in present}
     service = store.service if isinstance(store, KeyringSecretStore) else None
     if as_json:
-        doc = {
-            "backend": store.backend_name,
-            "detail": detail,
-            "service": service,
-            "secrets": {
-                n: {
-                    "present": present[n],
-                    "needed": n in needed,
-                    "systemd_credential": n in encrypted,
-                }
-                for n in SECRET_NAMES
-            },
+        states = {
+            n: SecretState(
+                present=present[n], needed=n in needed, systemd_credential=n in encrypted
+            )
+            for n in SECRET_NAMES
         }
-        click.echo(json.dumps(doc, indent=2))
+        emit(
+            SecretsStatusOutput(
+                backend=store.backend_name, detail=detail, service=service, secrets=states
+            )
+        )
         return
     where = f", service {service!r}" if service else ""
     click.echo(f"backend: {store.backend_name} ({detail}{where})")

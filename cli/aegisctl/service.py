@@ -37,6 +37,8 @@ from aegisctl.install_steps import (
     apply,
     subprocess_runner,
 )
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import ServiceCommandResult, ServiceFileState, ServiceStatusOutput
 from aegisd.config import APP, Config, load_config
 from aegisd.errors import ConfigError
 from aegisd.service_files import (
@@ -403,6 +405,7 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
     @platform_option
     @aegisd_option
     @dry_run_option
+    @json_option
     @pass_cli
     def status(
         cli: CliContext,
@@ -410,6 +413,7 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
         platform: Platform | None,
         aegisd: str | None,
         dry_run: bool,
+        as_json: bool,
     ) -> None:
         """Show whether the files are installed and current, and the manager's view.
 
@@ -420,6 +424,12 @@ def make_service_group(runner: Runner = subprocess_runner) -> click.Group:
         if system:
             sys.exit(system_install.status(runner, chosen, dry_run=dry_run))
         inst = _installation_for_removal(cli, chosen, aegisd)
+        if as_json:
+            doc = _status_output(inst, runner, dry_run=dry_run)
+            emit(doc)
+            if not dry_run and not doc.ok:
+                sys.exit(1 if any(f.state == "not installed" for f in doc.files) else 3)
+            return
         missing = False
         for path, content in installed_files(inst).items():
             try:
@@ -500,3 +510,31 @@ def _installation_for_removal(
 
 
 service = make_service_group()
+
+
+def _status_output(inst: Installation, runner: Runner, *, dry_run: bool) -> ServiceStatusOutput:
+    """``service status --json``: each file's state and each manager command's answer."""
+    files: list[ServiceFileState] = []
+    for path, content in installed_files(inst).items():
+        state: Literal["installed", "not installed", "differs"]
+        try:
+            current = path.read_bytes()
+        except FileNotFoundError:
+            state = "not installed"
+        else:
+            state = "installed" if current == content else "differs"
+        files.append(ServiceFileState(path=str(path), state=state))
+    commands: list[ServiceCommandResult] = []
+    for argv in status_commands(inst):
+        if dry_run:
+            commands.append(ServiceCommandResult(argv=list(argv)))
+            continue
+        result = runner(argv)
+        output = (result.stdout + result.stderr).rstrip()
+        commands.append(
+            ServiceCommandResult(argv=list(argv), exit_code=result.returncode, output=output)
+        )
+    installed = all(f.state != "not installed" for f in files)
+    # the linger query says nothing about whether aegisd runs
+    running = all(c.exit_code in (0, None) for c in commands if c.argv[0] != "loginctl")
+    return ServiceStatusOutput(ok=installed and running, files=files, commands=commands)

@@ -5,13 +5,14 @@ Exit codes: 0 ok, 3 daemon not running (with a hint), others per error class.
 
 from __future__ import annotations
 
-import json
-
 import click
 import msgspec
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import StatusOutput
 from aegisctl.talk import call
+from aegisd import wire
 
 
 def _duration(seconds: float) -> str:
@@ -28,17 +29,25 @@ def _duration(seconds: float) -> str:
     return " ".join(parts)
 
 
+def status_output(report: wire.StatusReport) -> StatusOutput:
+    """The documented JSON of ``status`` (typed Auth0 values, when the daemon sends them)."""
+    data = msgspec.to_builtins(report)
+    for internal in ("type", "id", "auth0_state"):
+        data.pop(internal, None)
+    data["auth0"] = report.auth0_state or report.auth0
+    return msgspec.convert(data, StatusOutput)
+
+
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
     """Show the daemon's state (talks to the running daemon over its socket)."""
     report = call(cli.socket(), lambda c: c.status())
     if as_json:
-        data = msgspec.to_builtins(report)
-        data.pop("type", None)
-        data.pop("id", None)
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        emit(status_output(report))
+        if not report.audit_ok:
+            raise click.exceptions.Exit(1)
         return
     click.echo(f"aegisd {report.daemon_version}  pid {report.pid}  up {_duration(report.uptime)}")
     if report.mode:
@@ -46,12 +55,12 @@ def status(cli: CliContext, as_json: bool) -> None:
         click.echo(f"  mode     {report.mode} (aegisd runs as {who}; {report.hardening})")
     click.echo(f"  socket   {report.socket}")
     click.echo(f"  config   {report.config or '(none: defaults)'}")
-    click.echo(f"  policy   {report.actions} action(s), {report.callers} caller rule(s)")
+    click.echo(
+        f"  policy   {report.actions} action(s), {report.callers} caller rule(s), "
+        f"generation {report.policy_generation}"
+    )
     if report.policy_sha256:
-        click.echo(
-            f"           sha256 {report.policy_sha256[:12]} from {report.policy_source}, "
-            f"generation {report.policy_generation}"
-        )
+        click.echo(f"           sha256 {report.policy_sha256[:12]} from {report.policy_source}")
     if report.callers == 0:
         click.echo("           no [[callers]] rules: every action is denied (default deny)")
     click.echo(f"  pending  {report.pending} approval(s)")
@@ -63,6 +72,11 @@ def status(cli: CliContext, as_json: bool) -> None:
             f"{k}={report.auth0[k]}" for k in shown if report.auth0.get(k) not in (None, "", "None")
         ]
         click.echo("  auth0    " + " ".join(parts) + "  (all fields: --json)")
+    if report.missing_secrets:
+        click.echo(
+            f"  secrets  MISSING {', '.join(report.missing_secrets)} (approvals will fail; "
+            "see `aegisctl doctor`)"
+        )
     click.echo(f"  peers    {len(report.peers)} connected")
     for p in report.peers:
         exe = p.exe if p.exe_verified else "exe unverified"

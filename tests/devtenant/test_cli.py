@@ -100,7 +100,7 @@ async def test_dev_tenant_subprocess_state_dir_approve_deny_and_sigterm(tmp_path
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout.decode().startswith("approved ")
     assert denied.returncode == 0 and denied.stdout.decode().startswith("denied ")
-    assert again.returncode == 1 and b"no pending request" in again.stderr
+    assert again.returncode == 17 and b"no pending request" in again.stderr  # not_found
     assert first["error"] == "access_denied"
     assert "id_token" in second  # --latest picked the newest push
     assert rc == 0

@@ -122,7 +122,7 @@ def test_system_config_gets_the_system_layout_and_keeps_the_policy() -> None:
 
 
 def test_an_invalid_source_config_is_reported_against_its_own_file() -> None:
-    with pytest.raises(ConfigError, match=r"current.toml: key daemon.*log_levle"):
+    with pytest.raises(ConfigError, match=r"current.toml:\d+: key daemon.*log_levle"):
         render_system_config(b"[daemon]\nlog_levle = 1\n", "current.toml", LINUX, 1000)
 
 

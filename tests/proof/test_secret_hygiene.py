@@ -195,4 +195,4 @@ async def test_no_issued_secret_appears_in_any_file_log_output_or_process() -> N
     )
     assert not leaks, leaks
     if not shim_ran:
-        pytest.skip("aegisd/mcp_shim.py's console script is not installed: shim part skipped")
+        pytest.skip("the aegis-mcp console script is not installed: shim part skipped")

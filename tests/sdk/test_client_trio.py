@@ -21,7 +21,6 @@ from aegisd.client import (
     ApprovalDenied,
     ApprovalExpired,
     ApprovalUnavailable,
-    BadRequest,
     CallerNotAllowed,
     Cancelled,
     Credentials,
@@ -30,6 +29,7 @@ from aegisd.client import (
     FrameTooLarge,
     Internal,
     InvalidParams,
+    NotFound,
     PeerRejected,
     PendingEvent,
     PolicyDenied,
@@ -224,7 +224,7 @@ async def test_policy_refusals(aegisd: AegisdProcess) -> None:
                 await c.proxy("t.token", outcome="approve")
             with pytest.raises(UpstreamError):
                 await c.proxy("t.redirect")
-            with pytest.raises(BadRequest):
+            with pytest.raises(NotFound):  # its own code (exit 17), not a malformed message
                 await c.cancel_pending("no-such-id")
             with pytest.raises(FrameTooLarge):
                 await c.proxy("t.get", name="x" * 70_000)

@@ -39,8 +39,11 @@ async def test_approval_through_the_phone_in_both_eras() -> None:
             modes: tuple[Literal["legacy", "auto"], ...] = ("legacy", "auto")
             for mode in modes:
                 async with Client(shim_params(stack.aegisd.socket), mode=mode) as client:
-                    names = {t.name for t in (await client.list_tools()).tools}
-                    assert names == {"demo_read", "demo_delete"}  # demo.token is for SDK callers
+                    listed = {t.name: t for t in (await client.list_tools()).tools}
+                    assert set(listed) == {"demo_read", "demo_delete"}  # demo.token: SDK only
+                    assert listed["demo_delete"].title == "Delete a demo repository"
+                    hints = listed["demo_read"].annotations
+                    assert hints is not None and hints.read_only_hint is True
                     read = await client.call_tool("demo_read", {})
                     repo = "scratch" if mode == "legacy" else "aegis-demo"
                     results[mode] = (

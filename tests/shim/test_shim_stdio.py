@@ -93,6 +93,11 @@ async def test_tools_match_the_policy(aegisd: AegisdProcess) -> None:
         "additionalProperties": False,
     }
     assert "approval" in (tools["t_delete"].description or "")
+    assert get.title == "t.get" and get.output_schema is not None
+    assert get.annotations is not None and get.annotations.read_only_hint is True
+    delete = tools["t_delete"]
+    assert delete.annotations is not None and delete.annotations.destructive_hint is True
+    assert delete.execution is not None and delete.execution.task_support == "optional"
     assert set(tools["t_note"].input_schema["properties"]) == {"body"}
 
 
