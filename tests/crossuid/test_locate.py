@@ -147,7 +147,7 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_shim_reports_an_untrusted_socket_instead_of_using_it() -> None:
-    from aegisd.mcp_shim import Shim
+    from aegisd.mcp_shim.server import Shim
 
     with short_root() as root:
         shared = root / "shared"
@@ -155,6 +155,6 @@ def test_the_shim_reports_an_untrusted_socket_instead_of_using_it() -> None:
         shared.chmod(0o777)
         proc, path = plant(shared, [])
         shim = Shim(path)
-        assert trio.run(shim.refresh) == {}
+        assert trio.run(lambda: shim.refresh(notify=False)) == {}
         assert shim.problem is not None and shim.problem.code == "daemon_untrusted"
         assert received(proc) == 0
