@@ -4,8 +4,9 @@ Owns the client side of the socket protocol on anyio, so it runs under asyncio a
 connecting (``AEGIS_SOCKET`` or the default path), the handshake, several requests in flight
 on one connection, ``Pending`` events, cancellation (a cancelled await sends ``Cancel``), and
 raising the ``AegisError`` subclass named by each error code. It imports only the standard
-library, anyio, msgspec and ``aegisd.wire``/``errors``/``runtime_dir``: no httpx, no mcp, so
-``import aegisd.client`` stays light. It never keeps a credential after handing it over.
+library, anyio, msgspec and ``aegisd.wire``/``errors``/``locate``/``runtime_dir``: no httpx,
+no mcp, so ``import aegisd.client`` stays light. It never keeps a credential after handing it
+over.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar, cast
 import anyio
 import anyio.abc
 
-from aegisd import wire
+from aegisd import locate, wire
 from aegisd.errors import (
     AegisError,
     ApprovalDenied,
@@ -39,6 +40,7 @@ from aegisd.errors import (
     CredentialReflected,
     CredentialUnavailable,
     DaemonUnavailable,
+    DaemonUntrusted,
     FrameTooLarge,
     Internal,
     InvalidParams,
@@ -68,6 +70,7 @@ __all__ = [
     "CredentialUnavailable",
     "Credentials",
     "DaemonUnavailable",
+    "DaemonUntrusted",
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
@@ -92,13 +95,8 @@ CLIENT_NAME: Final = "aegis-sdk"
 
 
 def default_socket() -> Path:
-    """``AEGIS_SOCKET``, else ``runtime_dir.user_runtime_dir()/aegisd.sock``."""
-    env = os.environ.get("AEGIS_SOCKET")
-    if env:
-        return Path(env).expanduser()
-    from aegisd.runtime_dir import user_runtime_dir  # only needed when no socket is given
-
-    return user_runtime_dir() / "aegisd.sock"
+    """``AEGIS_SOCKET``, else the runtime-dir socket if present, else ``/run/aegis/aegisd.sock``."""
+    return locate.discover_socket()
 
 
 # A single-use credential as the daemon sent it; ``repr`` never shows the token. The wire
@@ -186,6 +184,9 @@ class AegisClient:
         try:
             with anyio.fail_after(self.connect_timeout):
                 self._stream = await anyio.connect_unix(path)
+                # before a single byte goes out: is it aegisd's account listening there?
+                raw = self._stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610
+                locate.check_server(raw, path)
                 with suppress(DaemonUnavailable):
                     # the daemon may have answered and closed already (rate_limited at its
                     # connection cap): its Error is still there to read
@@ -466,6 +467,31 @@ class AegisClient:
         final = await self._simple(wire.Lock(id=next(self._ids)))
         if not isinstance(final, wire.Locked):
             raise BadRequest("unexpected answer to lock")
+        return final
+
+    # operator and policy requests (aegisctl reload, policy show, policy propose)
+
+    async def reload(self) -> wire.Reloaded:
+        final = await self._simple(wire.Reload(id=next(self._ids)))
+        if not isinstance(final, wire.Reloaded):
+            raise BadRequest("unexpected answer to reload")
+        return final
+
+    async def show_policy(self) -> wire.PolicyText:
+        final = await self._simple(wire.ShowPolicy(id=next(self._ids)))
+        if not isinstance(final, wire.PolicyText):
+            raise BadRequest("unexpected answer to show_policy")
+        return final
+
+    async def propose_policy(
+        self, text: str, *, on_pending: PendingCallback | None = None
+    ) -> wire.PolicyResult:
+        """Send a new policy; waits through the approval on the phone."""
+        req_id = next(self._ids)
+        async with self._exchange(wire.ProposePolicy(id=req_id, text=text)) as waiter:
+            final = await self._final(waiter, req_id, on_pending)
+        if not isinstance(final, wire.PolicyResult):
+            raise BadRequest("unexpected answer to propose_policy")
         return final
 
 

@@ -94,6 +94,10 @@ class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     remember_max_ttl: float = 3600.0
     audit_rotate_bytes: int = 16 * 1024 * 1024
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # separated mode: the group whose members may connect (socket 0660, directory 0750/0710)
+    socket_group: str | None = None
+    # where an approved ``policy propose`` is kept (separated mode: /var/lib/aegis/policy.toml)
+    policy_file: str | None = None
 
 
 class ManagementConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -44,12 +45,25 @@ class Host(Protocol):
     """What a connection needs from the daemon."""
 
     version: str
-    policy: Policy
     broker: Broker
     handshake_timeout: float
     idle_timeout: float
     stopping: bool
-    policy_generation: int
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def policy_generation(self) -> int: ...
+
+    async def propose(
+        self,
+        msg: wire.ProposePolicy,
+        peer: PeerIdentity,
+        send: Callable[[wire.Pending], Awaitable[None]],
+    ) -> wire.DaemonMessage:
+        """A policy proposal: ``Pending`` through ``send``, then the final answer."""
+        ...
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
@@ -140,6 +154,7 @@ class Connection:
                                 pid=self.peer.pid,
                                 exe=self.peer.exe,
                                 caller=self.rule.name if self.rule else None,
+                                exe_verified=self.peer.exe_verified,
                             ),
                             policy_generation=self.host.policy_generation,
                         )
@@ -153,7 +168,9 @@ class Connection:
                 conn=self.conn_id,
                 pid=self.peer.pid,
                 uid=self.peer.uid,
-                exe=self.peer.exe,
+                exe=self.peer.exe if self.peer.exe_verified else "exe unverified",
+                exe_verified=self.peer.exe_verified,
+                argv0=self.peer.argv[0][:256] if self.peer.argv else "",
                 caller=self.rule.name if self.rule else None,
             )
             async with trio.open_nursery() as nursery:
@@ -200,7 +217,7 @@ class Connection:
             if isinstance(msg, wire.Hello):
                 await self._try_send(wire.Error(code="bad_request", message="second Hello"))
                 raise _Closed("bad_request")
-            if isinstance(msg, wire.Authorize | wire.Proxy | wire.Watch):
+            if isinstance(msg, wire.Authorize | wire.Proxy | wire.ProposePolicy | wire.Watch):
                 if self.host.stopping:
                     stop = ShuttingDown()
                     await self.send(wire.Error(id=msg.id, code=stop.code, message=stop.message))
@@ -242,14 +259,19 @@ class Connection:
                     )
                 await self.send(answer)
 
-    async def _request(self, msg: wire.Authorize | wire.Proxy, scope: trio.CancelScope) -> None:
+    async def _request(
+        self, msg: wire.Authorize | wire.Proxy | wire.ProposePolicy, scope: trio.CancelScope
+    ) -> None:
         assert self.peer is not None
         ctx = RequestContext(self.conn_id, self.peer, self.rule, self.send)
         error: AegisError | None = None
         try:
             with scope:
                 try:
-                    await self.host.broker.handle(ctx, msg, self.host.policy)
+                    if isinstance(msg, wire.ProposePolicy):
+                        await self.send(await self.host.propose(msg, self.peer, self.send))
+                    else:
+                        await self.host.broker.handle(ctx, msg, self.host.policy)
                 except AegisError as exc:
                     error = exc
             if scope.cancelled_caught:

@@ -15,7 +15,7 @@ import http.cookiejar
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,9 +27,11 @@ from aegisd import wire
 from aegisd.audit import AuditLog, VerifyResult, verify_files
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
-from aegisd.config import CallerRule, Config, load_config
+from aegisd.config import CallerRule, Config
 from aegisd.connection import Connection
-from aegisd.errors import AegisError, ConfigError, Internal, PeerRejected, RateLimited
+from aegisd.errors import AegisError, Internal, PeerRejected, RateLimited
+from aegisd.hardening import memory_access_state
+from aegisd.mode import running_mode, user_name
 from aegisd.peer import (
     ExeHasher,
     PeerIdentity,
@@ -38,9 +40,11 @@ from aegisd.peer import (
     read_peer,
     uid_allowed,
 )
-from aegisd.policy import Policy, compile_policy
+from aegisd.policy import Policy
+from aegisd.policy_keeper import PolicyKeeper
+from aegisd.proposal import ProposalDesk
 from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
-from aegisd.server import Listener, notify, open_listener
+from aegisd.server import Listener, access_for, notify, open_listener
 from aegisd.version import installed_version
 
 __all__ = ["Daemon", "daemon_version"]
@@ -117,10 +121,6 @@ class Daemon:
         proxy_http: httpx.AsyncClient | None = None,
         approver: Approver | None = None,
     ) -> None:
-        self.config = config
-        self.policy: Policy = compile_policy(config)
-        for warning in self.policy.warnings:
-            log.warning("policy: %s", warning)
         self.version = daemon_version()
         self.handshake_timeout = config.daemon.handshake_timeout
         self.idle_timeout = config.daemon.idle_timeout
@@ -140,14 +140,20 @@ class Daemon:
             config.audit_path(), now=now, rotate_bytes=config.daemon.audit_rotate_bytes
         )
         self.record = _AuditRecorder(self.audit)
+        self.keeper = PolicyKeeper(config, self.record, self._on_policy_swap)
+        for warning in self.policy.warnings:
+            log.warning("policy: %s", warning)
+        # fixed for the process's life (aegisd.main hardens before it builds the Daemon)
+        self._mode, self._user = running_mode(), user_name(os.getuid())
+        self._hardening = memory_access_state()
+        self.proposals = ProposalDesk(None, self.record)
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
         self.stopping = False
         self.missing_secrets: list[str] = []
         self._cancel: trio.CancelScope | None = None
-        # bumped by every successful reload; Watch requests wait on the event
-        self.policy_generation = 0
-        self._policy_swapped = trio.Event()
+        # set and renewed by every policy swap; Watch requests wait on it
+        self._policy_event = trio.Event()
 
     # ---- running -------------------------------------------------------------------------
 
@@ -155,7 +161,9 @@ class Daemon:
         self._started = trio.current_time()
         # The socket first: a second aegisd beside a live one must stop before it touches
         # (and "repairs") the running daemon's audit log.
-        self.listener = await open_listener(self.config.socket_path())
+        self.listener = await open_listener(
+            self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
+        )
         try:
             await trio.to_thread.run_sync(self.audit.open)
         except BaseException:
@@ -192,6 +200,13 @@ class Daemon:
                     offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
                 )
                 self._auth0_state = getattr(approver, "state", None)
+                self.proposals = ProposalDesk(
+                    approver,
+                    self.record,
+                    authorization_details=bool(
+                        self.config.auth0 and self.config.auth0.authorization_details
+                    ),
+                )
                 self.missing_secrets = await self._missing_secrets()
                 await self.record(
                     "start",
@@ -202,6 +217,7 @@ class Daemon:
                     config=self.config.source,
                     recovered=self.audit.recovered,
                 )
+                await self.keeper.adopt()
                 async with trio.open_nursery() as nursery:
                     self._cancel = nursery.cancel_scope
                     await nursery.start(self.broker.serve)
@@ -357,6 +373,8 @@ class Daemon:
         match msg:
             case wire.Status(id=req_id):
                 return await self._status(req_id)
+            case wire.Reload() | wire.ShowPolicy():
+                return await self.keeper.answer(msg, peer)
             case wire.ListPending(id=req_id):
                 return wire.PendingList(id=req_id, pending=self.broker.pending())
             case wire.CancelPending(id=req_id, pending_id=pid):
@@ -434,6 +452,7 @@ class Daemon:
                     pid=c.peer.pid,
                     exe=c.peer.exe,
                     caller=c.rule.name if c.rule else None,
+                    exe_verified=c.peer.exe_verified,
                 )
                 for c in self._connections.values()
                 if c.peer is not None
@@ -445,6 +464,12 @@ class Daemon:
             auth0=auth0,
             actions=len(self.policy.actions),
             callers=len(self.policy.callers),
+            mode=self._mode,
+            daemon_uid=os.getuid(),
+            daemon_user=self._user,
+            hardening=self._hardening,
+            policy_sha256=self.keeper.active.sha256,
+            policy_source=self.keeper.active.source,
             policy_generation=self.policy_generation,
             auth0_state=typed,
             missing_secrets=self.missing_secrets,
@@ -462,51 +487,51 @@ class Daemon:
             self._audit_cache = (trio.current_time(), result)
         return result
 
+    @property
+    def policy_generation(self) -> int:
+        """0 at start, bumped by every reload and applied proposal."""
+        return self.keeper.generation
+
     async def policy_changed(self, seen: int) -> int:
         """The policy generation, once it differs from ``seen`` (``Watch`` requests)."""
         while self.policy_generation == seen:
-            await self._policy_swapped.wait()
+            await self._policy_event.wait()
         return self.policy_generation
 
     # ---- reload --------------------------------------------------------------------------
 
+    @property
+    def config(self) -> Config:
+        return self.keeper.config
+
+    @property
+    def policy(self) -> Policy:
+        return self.keeper.policy
+
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; swap the policy atomically or keep the old one."""
-        source = self.config.source or None
-        try:
-            new_cfg = await trio.to_thread.run_sync(load_config, source)
-            new_policy = compile_policy(new_cfg)
-        except ConfigError as exc:
-            log.error("reload failed, keeping the current policy: %s", "; ".join(exc.problems))
-            await self.record("reload_failed", problems=exc.problems[:20])
-            return False
-        changed = [
-            name
-            for name, old in self.policy.actions.items()
-            if name not in new_policy.actions or new_policy.actions[name].spec != old.spec
-        ]
-        forgotten = self.broker.forget_remembered(changed)
-        self.config = new_cfg
-        self.policy = new_policy  # pending approvals keep the Policy they started with
-        self._needs_hash = any(rule.sha256 for rule in new_cfg.callers)
+        return not await self.keeper.reload()
+
+    def _on_policy_swap(self, new_policy: Policy, changed: list[str]) -> int:
+        forgotten = self.broker.forget_remembered(changed) if hasattr(self, "broker") else 0
+        self._needs_hash = any(rule.sha256 for rule in new_policy.callers)
         for conn in self._connections.values():
             if conn.peer is not None:  # re-match rules so a removed caller loses access now
                 digest = self._hasher.cached(conn.peer)
                 conn.rule = match_caller(conn.peer, new_policy.callers, digest)
-        self.policy_generation += 1
-        self._policy_swapped.set()
-        self._policy_swapped = trio.Event()
-        await self.record(
-            "reloaded",
-            actions=len(new_policy.actions),
-            changed=changed,
-            forgotten=forgotten,
-            generation=self.policy_generation,
+        self._policy_event.set()  # Watch requests: the policy changed
+        self._policy_event = trio.Event()
+        return forgotten
+
+    async def propose(
+        self,
+        msg: wire.ProposePolicy,
+        peer: PeerIdentity,
+        send: Callable[[wire.Pending], Awaitable[None]],
+    ) -> wire.DaemonMessage:
+        return await self.proposals.propose(
+            msg.id, msg.text, current=self.config, peer=peer, send=send, apply=self.keeper.apply
         )
-        for warning in new_policy.warnings:
-            log.warning("policy: %s", warning)
-        log.info("policy reloaded: %d actions", len(new_policy.actions))
-        return True
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:

@@ -26,6 +26,7 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── NotFound                     not_found            17
     ├── Internal                     internal             70
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
+    ├── DaemonUntrusted              daemon_untrusted     19   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
     │   └── AlreadyRunning           already_running      18   (local only)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
@@ -55,6 +56,7 @@ __all__ = [
     "CredentialReflected",
     "CredentialUnavailable",
     "DaemonUnavailable",
+    "DaemonUntrusted",
     "FrameTooLarge",
     "Internal",
     "InvalidParams",
@@ -275,6 +277,18 @@ class DaemonUnavailable(AegisError):
     default_message = "aegisd is not running (start it with `aegisd` or `aegisctl service install`)"
 
 
+class DaemonUntrusted(AegisError):
+    """Client side only: the socket's server is not aegisd's account, or its directory is unsafe.
+
+    Raised after ``connect`` and before a single byte is sent (``aegisd.locate``): a socket
+    planted by another user must never receive a request nor hand back a token.
+    """
+
+    code = "daemon_untrusted"
+    exit_code = 19
+    default_message = "the process on the socket is not a trusted aegisd"
+
+
 class ConfigError(AegisError):
     """Local only: a configuration or policy file is invalid.
 
@@ -327,12 +341,14 @@ _WIRE_CLASSES: Final[tuple[type[AegisError], ...]] = (
     NotFound,
     Internal,
     DaemonUnavailable,
+    DaemonUntrusted,
 )
 
 _BY_CODE: Final[dict[str, type[AegisError]]] = {cls.code: cls for cls in _WIRE_CLASSES}
 
 WIRE_CODES: Final[frozenset[str]] = frozenset(c.code for c in _WIRE_CLASSES) - {
-    "daemon_unavailable"
+    "daemon_unavailable",
+    "daemon_untrusted",
 }
 
 

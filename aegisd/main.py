@@ -16,6 +16,7 @@ import trio
 from aegisd.config import load_config
 from aegisd.daemon import Daemon
 from aegisd.errors import AegisError
+from aegisd.hardening import deny_memory_access
 from aegisd.version import DISTRIBUTION
 
 __all__ = ["main", "run"]
@@ -51,6 +52,8 @@ async def run(daemon: Daemon) -> None:
 @click.version_option(package_name=DISTRIBUTION, prog_name="aegisd")
 def cli(config_path: str | None) -> None:
     """Run aegisd in the foreground."""
+    # first of all, before any secret is read: same-uid processes lose ptrace and /proc/mem
+    hardening = deny_memory_access()
     try:
         config = load_config(config_path)
         logging.basicConfig(
@@ -58,6 +61,7 @@ def cli(config_path: str | None) -> None:
             format="aegisd[%(process)d] %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        log.debug("memory access: %s", hardening)
         if config.secrets.backend == "env":
             from aegisd.secrets import env_backend_warning
 

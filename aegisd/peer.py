@@ -7,6 +7,12 @@ parent chain, and matching ``[[callers]]`` rules. The uid is what the kernel vou
 everything else is defence in depth (a same-uid process can fork and exec a trusted binary
 while keeping the socket, reference/platform.md §1.5). This module must not decide policy
 beyond "which rule matches"; the broker does the rest.
+
+Across uids (separated mode: aegisd runs as its own account) the kernel lets the daemon read
+a peer's ``/proc/<pid>/exe`` only with ``CAP_SYS_PTRACE``, which the daemon does not hold by
+default. The identity then falls back to what is world-readable: the command line, the parent
+chain and the pidfd against pid reuse. ``PeerIdentity.exe_verified`` is False, and rules
+that constrain ``exe`` or ``sha256`` do not match (fail closed); ``explain_no_match`` says so.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import errno
 import fnmatch
 import hashlib
 import os
-import signal
+import select
 import socket
 import struct
 import sys
@@ -28,15 +34,22 @@ from aegisd.config import CallerRule
 from aegisd.errors import PeerRejected
 
 __all__ = [
+    "EXE_UNVERIFIED",
     "AuditToken",
     "ExeHasher",
     "PeerIdentity",
     "decode_audit_token",
     "decode_xucred",
+    "explain_no_match",
     "match_caller",
     "read_peer",
     "uid_allowed",
 ]
+
+EXE_UNVERIFIED: Final = (
+    "exe unverified (daemon runs as another account without CAP_SYS_PTRACE; "
+    "use uids/argv rules or install with --verify-exe)"
+)
 
 SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
 # macOS (xnu bsd/sys/un.h): SOL_LOCAL=0, LOCAL_PEERCRED=1, LOCAL_PEERPID=2, LOCAL_PEERTOKEN=6
@@ -94,10 +107,15 @@ class PeerIdentity:
     pidfd_verified: bool = False
     platform: str = sys.platform
     notes: tuple[str, ...] = field(default=())
+    # False when /proc/<pid>/exe could not be read: ``exe`` is then "" and exe/sha256 rules
+    # never match; ``argv[0]`` is only what the process claims to be
+    exe_verified: bool = True
 
     def describe(self) -> str:
-        exe = self.exe or "?"
-        return f"pid {self.pid} uid {self.uid} exe {exe}"
+        if not self.exe_verified:
+            claimed = self.argv[0] if self.argv else "?"
+            return f"pid {self.pid} uid {self.uid} exe unverified (argv[0] {claimed})"
+        return f"pid {self.pid} uid {self.uid} exe {self.exe or '?'}"
 
 
 def uid_allowed(uid: int, own_uid: int, allowed: Sequence[int]) -> bool:
@@ -143,14 +161,11 @@ def _comm(pid: int, proc_root: str) -> str:
 
 
 def _pidfd_alive(pidfd: int) -> bool:
-    try:
-        signal.pidfd_send_signal(pidfd, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        # EPERM cannot happen for the same uid; treat anything else as "cannot tell".
-        return True
-    return True
+    # A pidfd polls readable once its process has exited. Unlike pidfd_send_signal(0) this
+    # needs no permission over the process, so it also works for peers of another uid.
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return not poller.poll(0)
 
 
 def read_peer(sock: socket.socket, proc_root: str = "/proc") -> PeerIdentity:
@@ -184,13 +199,20 @@ def _read_peer_linux(sock: socket.socket, proc_root: str) -> PeerIdentity:
         proc = f"{proc_root}/{pid}"
         exe = ""
         exe_id: tuple[int, int, int, int] | None = None
+        exe_verified = True
         try:
             exe = os.readlink(f"{proc}/exe")
             # stat through the magic link: the running image, even if the path was replaced
             st = os.stat(f"{proc}/exe")
             exe_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         except OSError as exc:
-            notes.append(f"executable not readable ({errno.errorcode.get(exc.errno or 0, '?')})")
+            exe, exe_id, exe_verified = "", None, False
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                notes.append(EXE_UNVERIFIED)
+            else:
+                notes.append(
+                    f"executable not readable ({errno.errorcode.get(exc.errno or 0, '?')})"
+                )
         argv = _read_cmdline(proc)
         parents = _parents(pid, proc_root)
         verified = False
@@ -212,6 +234,7 @@ def _read_peer_linux(sock: socket.socket, proc_root: str) -> PeerIdentity:
         pidfd_verified=verified,
         platform="linux",
         notes=tuple(notes),
+        exe_verified=exe_verified,
     )
 
 
@@ -244,6 +267,7 @@ def _read_peer_macos(sock: socket.socket) -> PeerIdentity:  # pragma: no cover -
         exe_id=exe_id,
         argv=argv,
         pidfd_verified=True,
+        exe_verified=bool(exe),
         platform="darwin",
         notes=("macOS: executable read by pid (psutil), audit token version checked",),
     )
@@ -305,11 +329,14 @@ def match_caller(
 
     A rule matches when every condition it states holds: ``uids`` lists the peer's uid,
     ``exe`` names its executable (resolved path or glob), ``sha256`` pins the image's digest,
-    and some ``argv`` glob matches the space-joined command line.
+    and some ``argv`` glob matches the space-joined command line. A rule with ``exe`` or
+    ``sha256`` never matches a peer whose executable could not be verified.
     """
     cmdline = " ".join(peer.argv)
     for rule in rules:
         if rule.uids and peer.uid not in rule.uids:
+            continue
+        if (rule.exe or rule.sha256) and not peer.exe_verified:
             continue
         if rule.exe and not _exe_matches(peer, rule.exe):
             continue
@@ -330,13 +357,16 @@ def explain_no_match(peer: PeerIdentity, rules: Sequence[CallerRule]) -> str:
     """
     cmdline = " ".join(peer.argv)
     shown = cmdline if len(cmdline) <= 200 else cmdline[:197] + "..."
-    saw = f"aegisd saw exe {peer.exe or '?'} and argv {shown!r}"
+    exe = (peer.exe or "?") if peer.exe_verified else "unverified"
+    saw = f"aegisd saw exe {exe} and argv {shown!r}"
     if not rules:
         return f"no [[callers]] rules are configured ({saw})"
     reasons: list[str] = []
     for rule in rules[:_EXPLAINED_RULES]:
         if rule.uids and peer.uid not in rule.uids:
             why = f"uid {peer.uid} is not listed"
+        elif (rule.exe or rule.sha256) and not peer.exe_verified:
+            why = EXE_UNVERIFIED
         elif rule.exe and not _exe_matches(peer, rule.exe):
             why = "exe does not match"
         elif rule.argv and not any(fnmatch.fnmatchcase(cmdline, p) for p in rule.argv):

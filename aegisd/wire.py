@@ -43,8 +43,14 @@ __all__ = [
     "PendingInfo",
     "PendingList",
     "PolicyChanged",
+    "PolicyResult",
+    "PolicyText",
+    "ProposePolicy",
     "Proxy",
     "ProxyResponse",
+    "Reload",
+    "Reloaded",
+    "ShowPolicy",
     "Status",
     "StatusReport",
     "Watch",
@@ -138,6 +144,29 @@ class Lock(_Msg, tag="lock", frozen=True, kw_only=True):
     id: int
 
 
+class Reload(_Msg, tag="reload", frozen=True, kw_only=True):
+    """Operator (the daemon's own uid or root): re-read the config, like SIGHUP."""
+
+    id: int
+
+
+class ShowPolicy(_Msg, tag="show_policy", frozen=True, kw_only=True):
+    """The active policy as TOML that ``ProposePolicy`` accepts as is."""
+
+    id: int
+
+
+class ProposePolicy(_Msg, tag="propose_policy", frozen=True, kw_only=True):
+    """A new policy (only ``[[callers]]`` and ``[actions]``), applied after phone approval.
+
+    Answered like ``Authorize``: ``Pending`` while the push is out, then ``PolicyResult`` or
+    ``Error`` (``approval_denied``, ``approval_expired``…).
+    """
+
+    id: int
+    text: str
+
+
 ClientMessage = (
     Hello
     | Authorize
@@ -149,6 +178,9 @@ ClientMessage = (
     | CancelPending
     | Lock
     | Watch
+    | Reload
+    | ShowPolicy
+    | ProposePolicy
 )
 
 
@@ -160,6 +192,9 @@ class PeerInfo(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     exe: str = ""
     caller: str | None = None
+    # False when the daemon could not read /proc/<pid>/exe (another uid, no CAP_SYS_PTRACE):
+    # ``exe`` is then empty and exe/sha256 caller rules do not match
+    exe_verified: bool = True
 
 
 class Welcome(_Msg, tag="welcome", frozen=True, kw_only=True):
@@ -276,11 +311,45 @@ class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     auth0: dict[str, str] = {}
     actions: int = 0
     callers: int = 0
-    policy_generation: int = 0
+    # "separated" (aegisd runs as its own account) or "same-uid" (as the person); "" = old daemon
+    mode: str = ""
+    daemon_uid: int = -1
+    daemon_user: str = ""
+    hardening: str = ""  # e.g. "not dumpable (PR_SET_DUMPABLE 0)"
+    policy_sha256: str = ""  # of the active policy's canonical text (``policy show``)
+    policy_source: str = ""  # "config" or the policy_file path
+    policy_generation: int = 0  # 0 at start, bumped by every reload and applied proposal
     # the same Auth0 state as ``auth0`` with each value's own type ("jwks_keys": 0, not "0")
     auth0_state: dict[str, str | int | float | bool | None] = {}
     # secrets the config needs that the backend lacked when the daemon started (names only)
     missing_secrets: list[str] = []
+
+
+class Reloaded(_Msg, tag="reloaded", frozen=True, kw_only=True):
+    id: int
+    ok: bool
+    generation: int
+    problems: list[str] = []
+    policy_sha256: str = ""
+
+
+class PolicyText(_Msg, tag="policy_text", frozen=True, kw_only=True):
+    id: int
+    text: str
+    sha256: str
+    source: str = ""
+
+
+class PolicyResult(_Msg, tag="policy_result", frozen=True, kw_only=True):
+    """The end of a proposal: applied, unchanged (nothing to approve) or invalid."""
+
+    id: int
+    applied: bool
+    sha256: str = ""
+    summary: str = ""
+    changes: list[str] = []
+    problems: list[str] = []
+    generation: int = 0
 
 
 DaemonMessage = (
@@ -294,6 +363,9 @@ DaemonMessage = (
     | Locked
     | StatusReport
     | PolicyChanged
+    | Reloaded
+    | PolicyText
+    | PolicyResult
 )
 
 _ENCODER: Final = msgspec.msgpack.Encoder()

@@ -67,16 +67,6 @@ def test_socket_is_0600_and_its_directory_0700(daemon_proc: DaemonProcess) -> No
     assert dst.st_uid == os.getuid()
 
 
-def test_existing_readable_directory_is_tightened_to_0700(
-    write_config: WriteConfig, spawn_daemon: Spawn
-) -> None:
-    files = write_config()
-    files.socket.parent.mkdir()
-    files.socket.parent.chmod(0o755)
-    spawn_daemon(files)
-    assert stat.S_IMODE(os.lstat(files.socket.parent).st_mode) == 0o700
-
-
 def refused(spawn_daemon: Spawn, files: Files, code: int = 78) -> str:
     """Start a daemon that must refuse (exit ``code``); return its stderr."""
     d = spawn_daemon(files, start=False)
@@ -105,6 +95,19 @@ def test_refuses_a_group_writable_directory(write_config: WriteConfig, spawn_dae
     err = refused(spawn_daemon, files)
     assert "socket directory is group- or world-writable (mode 770)" in err
     assert stat.S_IMODE(os.lstat(files.socket.parent).st_mode) == 0o770  # left as it was
+
+
+def test_refuses_an_existing_readable_directory_and_leaves_it_alone(
+    write_config: WriteConfig, spawn_daemon: Spawn
+) -> None:
+    # issue 16.9: the daemon used to chmod it to 0700 (the cwd for socket = "rel.sock")
+    files = write_config()
+    files.socket.parent.mkdir()
+    files.socket.parent.chmod(0o755)
+    err = refused(spawn_daemon, files)
+    assert "socket directory has mode 755, must be 700" in err
+    assert f"chmod 700 {files.socket.parent}" in err
+    assert stat.S_IMODE(os.lstat(files.socket.parent).st_mode) == 0o755
 
 
 def test_refuses_a_symlinked_directory(write_config: WriteConfig, spawn_daemon: Spawn) -> None:
@@ -210,7 +213,13 @@ def test_status_json_reports_daemon_peers_and_audit(daemon_proc: DaemonProcess) 
     assert report["audit_log"] == str(files.audit)
     assert report["audit_ok"] is True
     assert report["actions"] == 1 and report["callers"] == 1
-    me = {"uid": os.getuid(), "pid": os.getpid(), "exe": CLIENT_EXE, "caller": "tests"}
+    me = {
+        "uid": os.getuid(),
+        "pid": os.getpid(),
+        "exe": CLIENT_EXE,
+        "caller": "tests",
+        "exe_verified": True,
+    }
     assert me in report["peers"]  # the held connection
     assert len(report["peers"]) == 2  # and aegisctl itself
     assert all(p["exe"] == CLIENT_EXE and p["caller"] == "tests" for p in report["peers"])

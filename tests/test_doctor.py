@@ -110,6 +110,13 @@ def test_healthy_setup_passes(
     assert checks["secret:auth0_client_secret"]["verdict"] == "ok"
     # the env backend is for dev only, and doctor says so
     assert checks["secrets-backend"]["verdict"] == "warn"
+    # same-uid mode (the daemon runs as this account): said plainly, with the way out
+    assert checks["mode"]["verdict"] == "warn"
+    assert (
+        "the agent included, can read the daemon's secrets and edit its policy"
+        in (checks["mode"]["detail"])
+    )
+    assert "sudo aegisctl service install --system" in checks["mode"]["fix"]
     assert "doctor-secret-value" not in json.dumps(checks)
 
 

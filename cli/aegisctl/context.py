@@ -15,7 +15,6 @@ import click
 from aegisd.config import (
     Config,
     check_config,
-    default_socket_path,
     load_config,
     resolve_config_path,
 )
@@ -49,11 +48,14 @@ class CliContext:
             return None
 
     def socket(self) -> Path:
-        """The socket to talk to: ``--socket``/``AEGIS_SOCKET``, else the config's, else default."""
+        """The socket to talk to: ``--socket``/``AEGIS_SOCKET``, else the config's ``socket``,
+        else the runtime-dir socket if present, else ``/run/aegis/aegisd.sock`` (separated)."""
+        from aegisd.locate import discover_socket
+
         if self.socket_path:
             return Path(self.socket_path).expanduser()
-        cfg = self.partial_config()  # a broken config must not stop `status` from trying
-        return cfg.socket_path() if cfg is not None else default_socket_path()
+        cfg = self.partial_config()  # a broken config must not stop `status` or `reload`
+        return discover_socket(cfg.daemon.socket if cfg is not None else None)
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -28,6 +28,7 @@ from aegisctl.context import CliContext, pass_cli
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.output import colour_enabled, emit, json_option, verdict
 from aegisctl.outputs import CheckOutput, DoctorOutput
+from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
@@ -35,6 +36,7 @@ from aegisd.errors import AegisError, ConfigError
 from aegisd.policy import compile_policy
 from aegisd.runtime_dir import fallback_reason
 from aegisd.secrets import env_var_name, needed_secrets, open_secret_store
+from aegisd.wire import StatusReport
 
 Verdict = Literal["ok", "warn", "fail"]
 _MAX_SKEW_WARN = 30.0
@@ -85,7 +87,9 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
         checks.append(runtime)
     socket = cli.socket()
     checks.append(_socket_dir_check(socket))
-    checks.append(await _daemon_check(socket, timeout))
+    daemon_check, report = await _daemon_check(socket, timeout)
+    checks.append(daemon_check)
+    checks.append(_mode_check(report))
     if cfg is not None:
         checks.append(_audit_check(cfg))
         checks.extend(await _secrets_checks(cfg))
@@ -104,6 +108,12 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
     return checks
 
 
+def _separated_layout(st: os.stat_result) -> bool:
+    """Owned by the daemon account, and nobody else may write (0750/0710 group layout)."""
+    account = daemon_uid()
+    return account is not None and st.st_uid == account and not st.st_mode & 0o022
+
+
 def _socket_dir_check(socket: Path) -> Check:
     directory = socket.parent
     try:
@@ -113,6 +123,8 @@ def _socket_dir_check(socket: Path) -> Check:
             "socket-dir", "warn", f"{directory} does not exist yet", "aegisd creates it at start"
         )
     mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISLNK(st.st_mode) and _separated_layout(st):
+        return Check("socket-dir", "ok", f"{directory} belongs to aegisd's account (mode {mode:o})")
     if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or mode & 0o077:
         return Check(
             "socket-dir",
@@ -123,24 +135,26 @@ def _socket_dir_check(socket: Path) -> Check:
     return Check("socket-dir", "ok", f"{directory} is private (700)")
 
 
-async def _daemon_check(socket: Path, timeout: float) -> Check:
+async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusReport | None]:
     try:
         st = os.lstat(socket)
         mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o177:
+        # 0660 for the clients' group when the daemon account owns it (separated mode)
+        allowed = 0o117 if st.st_uid == daemon_uid() else 0o177
+        if mode & allowed:
             return Check(
                 "socket",
                 "fail",
                 f"{socket} has mode {mode:o}",
-                "must be 600: for systemd set SocketMode=0600",
-            )
+                "must be 600 (660 in separated mode): for systemd set SocketMode=",
+            ), None
     except FileNotFoundError:
         return Check(
             "daemon",
             "fail",
             f"nothing at {socket}: aegisd is not running",
             "start it with `aegisd` or `aegisctl service install`",
-        )
+        ), None
     try:
         with trio.fail_after(timeout):
             async with AegisClient(socket, client_name="aegisctl-doctor") as c:
@@ -149,10 +163,35 @@ async def _daemon_check(socket: Path, timeout: float) -> Check:
         msg = exc.message if isinstance(exc, AegisError) else "timed out"
         return Check(
             "daemon", "fail", f"{socket}: {msg}", "start it with `aegisd` or check its log"
-        )
+        ), None
     return Check(
         "daemon", "ok", f"aegisd {report.daemon_version} (pid {report.pid}) answers on {socket}"
-    )
+    ), report
+
+
+def _mode_check(report: StatusReport | None) -> Check:
+    """Separated or same-uid mode, and what the latter leaves open (issue 12.9)."""
+    if report is None:
+        return Check("mode", "warn", "unknown: the daemon did not answer", "start aegisd first")
+    who = f"{report.daemon_user or '?'} (uid {report.daemon_uid})"
+    if report.mode == "separated":
+        return Check(
+            "mode",
+            "ok",
+            f"separated: aegisd runs as {who}; your processes cannot read its secrets, "
+            "change its policy (except by `aegisctl policy propose`, approved on the phone), "
+            "signal it or rewrite its audit",
+        )
+    if report.mode == "same-uid":
+        return Check(
+            "mode",
+            "warn",
+            f"same-uid: aegisd runs as {who}, so any process of that account, the agent "
+            "included, can read the daemon's secrets and edit its policy",
+            "install separated mode: `sudo aegisctl service install --system` "
+            "(README, Security model)",
+        )
+    return Check("mode", "warn", "unknown: this aegisd does not report its mode", "upgrade it")
 
 
 def _audit_check(cfg: Config) -> Check:

@@ -30,6 +30,7 @@ COMMANDS: Final[dict[str, str]] = {
     "lock": "aegisctl.approvals:lock",
     "audit": "aegisctl.audit:audit",
     "policy": "aegisctl.policy:policy",
+    "reload": "aegisctl.reload:reload",
     "secrets": "aegisctl.secrets:secrets",
     "doctor": "aegisctl.doctor:doctor",
     "service": "aegisctl.service:service",

@@ -70,6 +70,9 @@ class PeerOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     exe: str = ""
     caller: str | None = None
     """The caller rule that matched, or null."""
+    exe_verified: bool = True
+    """False when the daemon could not read the peer's executable (another uid without
+    CAP_SYS_PTRACE, separated mode): exe is then "" and exe/sha256 rules do not match."""
 
 
 class StatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
@@ -92,8 +95,19 @@ class StatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     callers: int = 0
     missing_secrets: list[str] = []
     """Secrets the config needs that the backend did not have when the daemon started."""
+    mode: str = ""
+    """"separated" (aegisd runs as its own account) or "same-uid" (as the person)."""
+    daemon_uid: int = -1
+    daemon_user: str = ""
+    hardening: str = ""
+    """Whether same-uid processes can read the daemon's memory, e.g. "not dumpable
+    (PR_SET_DUMPABLE 0)"."""
+    policy_sha256: str = ""
+    """SHA-256 of the active policy, as `aegisctl policy show` prints it."""
+    policy_source: str = ""
+    """"config" or the [daemon] policy_file path."""
     policy_generation: int = 0
-    """Bumped by every successful reload (``aegis-mcp`` follows it to refresh its tools)."""
+    """0 at start, bumped by every reload and applied proposal."""
 
 
 class PendingItem(_Out, kw_only=True, forbid_unknown_fields=True):

@@ -1,6 +1,17 @@
-"""``aegisctl policy check [FILE]``: validate a config and its policy without the daemon."""
+"""``aegisctl policy check|show|propose``: validate, print and change the policy.
+
+``check`` reads files and does not need the daemon. ``show`` prints the running daemon's
+active policy (its ``[[callers]]`` and ``[actions]``) as TOML with its SHA-256 in a comment,
+exactly in the form ``propose`` accepts. ``propose FILE`` sends a new policy to the daemon,
+which applies it only after the approver approves on the phone. Exit codes of ``propose``:
+0 applied (or nothing to change), 78 invalid, 8 denied, 9 expired, 2 too large for a frame.
+"""
 
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
 
 import click
 
@@ -8,12 +19,18 @@ from aegisctl.context import CliContext, pass_cli
 from aegisctl.output import emit, json_option
 from aegisctl.outputs import PolicyCheckOutput
 from aegisctl.policy_check import check_file
+from aegisctl.talk import call
+from aegisd import wire
+from aegisd.client import PendingEvent
 from aegisd.errors import ConfigError
+
+# the text travels in one frame with its envelope (type, id, key names)
+MAX_PROPOSAL_BYTES = wire.MAX_FRAME - 256
 
 
 @click.group()
 def policy() -> None:
-    """Work with the policy (reads files; does not need the daemon)."""
+    """Check, show or propose the policy."""
 
 
 @policy.command(short_help="Print every problem in a config file; show each phone message.")
@@ -61,3 +78,62 @@ def _print_report(report: PolicyCheckOutput) -> None:
         click.echo(f"aegis-mcp is {r.aegis_mcp}, run by {r.aegis_mcp_interpreter or '?'}")
     for warning in [*report.warnings, *report.exe_warnings]:  # neither changes the exit status
         click.echo(f"warning: {warning}", err=True)
+
+
+@policy.command()
+@pass_cli
+def show(cli: CliContext) -> None:
+    """Print the daemon's active policy (TOML that `policy propose` accepts as is)."""
+    result = call(cli.socket(), lambda c: c.show_policy())
+    click.echo(result.text, nl=False)
+
+
+@policy.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@json_option
+@pass_cli
+def propose(cli: CliContext, file: str, as_json: bool) -> None:
+    """Send FILE as the new policy; it applies only after approval on the phone."""
+    data = Path(file).read_bytes()
+    if len(data) > MAX_PROPOSAL_BYTES:
+        raise click.UsageError(
+            f"{file} is {len(data)} bytes; a proposal must fit one 64 KiB frame "
+            f"(at most {MAX_PROPOSAL_BYTES} bytes): shorten descriptions or split actions"
+        )
+    text = data.decode("utf-8", "replace")
+
+    def waiting(event: PendingEvent) -> None:
+        left = max(0, round(event.expires_at - time.time()))
+        click.echo(
+            f"approve on your phone: {event.binding_message!r} (expires in {left} s)", err=True
+        )
+
+    result = call(cli.socket(), lambda c: c.propose_policy(text, on_pending=waiting))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "applied": result.applied,
+                    "sha256": result.sha256,
+                    "summary": result.summary,
+                    "changes": result.changes,
+                    "problems": result.problems,
+                    "generation": result.generation,
+                },
+                indent=2,
+            )
+        )
+    if result.problems:
+        if not as_json:
+            for problem in result.problems:
+                click.echo(problem, err=True)
+            click.echo(f"{len(result.problems)} problem(s): nothing was proposed", err=True)
+        raise click.exceptions.Exit(ConfigError.exit_code)
+    if as_json:
+        return
+    if not result.applied:
+        click.echo(f"no change: the active policy already is this one ({result.sha256[:12]})")
+        return
+    click.echo(f"applied: {result.summary} (policy sha256 {result.sha256[:12]})")
+    for change in result.changes:
+        click.echo(f"  {change}")

@@ -50,12 +50,17 @@ def status(cli: CliContext, as_json: bool) -> None:
             raise click.exceptions.Exit(1)
         return
     click.echo(f"aegisd {report.daemon_version}  pid {report.pid}  up {_duration(report.uptime)}")
+    if report.mode:
+        who = f"{report.daemon_user or '?'}, uid {report.daemon_uid}"
+        click.echo(f"  mode     {report.mode} (aegisd runs as {who}; {report.hardening})")
     click.echo(f"  socket   {report.socket}")
     click.echo(f"  config   {report.config or '(none: defaults)'}")
     click.echo(
         f"  policy   {report.actions} action(s), {report.callers} caller rule(s), "
         f"generation {report.policy_generation}"
     )
+    if report.policy_sha256:
+        click.echo(f"           sha256 {report.policy_sha256[:12]} from {report.policy_source}")
     if report.callers == 0:
         click.echo("           no [[callers]] rules: every action is denied (default deny)")
     click.echo(f"  pending  {report.pending} approval(s)")
@@ -74,6 +79,7 @@ def status(cli: CliContext, as_json: bool) -> None:
         )
     click.echo(f"  peers    {len(report.peers)} connected")
     for p in report.peers:
-        click.echo(f"           pid {p.pid} uid {p.uid} {p.exe or '?'} caller={p.caller or '-'}")
+        exe = p.exe if p.exe_verified else "exe unverified"
+        click.echo(f"           pid {p.pid} uid {p.uid} {exe or '?'} caller={p.caller or '-'}")
     if not report.audit_ok:
         raise click.exceptions.Exit(1)

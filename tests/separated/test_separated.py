@@ -504,6 +504,34 @@ def test_secrets_delete_system_and_the_person_cannot_use_system_secrets(installe
     assert status["secrets"]["auth0_client_secret"]["present"] is True
 
 
+def test_the_person_changes_the_policy_only_through_an_approved_proposal(
+    installed: Stack,
+) -> None:
+    """Issue 12.4 in the real layout: show, then propose (the dev tenant approves it), as the
+    person; the active policy lands in /var/lib/aegis, which the person still cannot write."""
+    if not _socket_is_group_accessible():
+        pytest.skip("the group-accessible socket layout is not in this tree yet")
+    ctl = [installed.aegisctl, "--socket", str(SOCKET)]
+    shown = installed.person.run([*ctl, "policy", "show"])
+    assert shown.returncode == 0, shown.stderr
+    proposal = installed.work / "proposal.toml"
+    proposal.write_text(shown.stdout + '\n[actions."demo.extra"]\napproval = "deny"\n')
+    proposal.chmod(0o644)
+    done = installed.person.run([*ctl, "policy", "propose", str(proposal)], timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "approve on your phone: 'Policy: 1 added #" in done.stderr
+    assert "applied: 1 added" in done.stdout
+    active = STATE / "policy.toml"
+    st = os.lstat(active)
+    assert (st.st_uid, st.st_mode & 0o777) == (pwd.getpwnam(ACCOUNT).pw_uid, 0o600)
+    assert '[actions."demo.extra"]' in active.read_text()
+    again = installed.person.run([*ctl, "policy", "show"])
+    assert '[actions."demo.extra"]' in again.stdout
+    # the person may propose, not write: the file and its directory stay the account's
+    write = installed.person.run(["/bin/sh", "-c", f"echo x >> {active}"])
+    assert write.returncode != 0
+
+
 def test_uninstall_purge_removes_everything(installed: Stack) -> None:
     if installed.daemon is not None and installed.daemon.poll() is None:
         busy = _run([installed.aegisctl, "service", "uninstall", "--system", "--purge"])

@@ -326,3 +326,21 @@ def test_hasher_cache_is_bounded(tmp_path: Path) -> None:
         hasher.digest(p, proc_root=str(tmp_path))
     assert hasher.cached(peers[0]) is None
     assert hasher.cached(peers[2]) is not None
+
+
+def test_pidfd_liveness_needs_no_permission_over_the_process() -> None:
+    # polled, not signalled: pidfd_send_signal(0) fails with EPERM on another uid's process,
+    # which would make "alive" unknowable in separated mode
+    import subprocess
+
+    from aegisd.peer import _pidfd_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    fd = os.pidfd_open(child.pid)
+    try:
+        assert _pidfd_alive(fd)
+        child.kill()
+        child.wait()
+        assert not _pidfd_alive(fd)
+    finally:
+        os.close(fd)

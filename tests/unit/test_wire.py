@@ -38,6 +38,9 @@ CLIENT_MESSAGES: list[wire.ClientMessage] = [
     wire.CancelPending(id=7, pending_id="ab12cd34"),
     wire.Lock(id=8),
     wire.Watch(id=9),
+    wire.Reload(id=19),
+    wire.ShowPolicy(id=20),
+    wire.ProposePolicy(id=21, text='[actions."a"]\napproval = "deny"\n'),
 ]
 
 DAEMON_MESSAGES: list[wire.DaemonMessage] = [
@@ -68,6 +71,9 @@ DAEMON_MESSAGES: list[wire.DaemonMessage] = [
     wire.StatusReport(
         id=5, daemon_version="0.1.0", pid=1, uptime=1.5, socket="/s", config="/c", peers=[PEER]
     ),
+    wire.Reloaded(id=9, ok=False, generation=3, problems=["x: key y: bad"]),
+    wire.PolicyText(id=10, text="[[callers]]\n", sha256="ab" * 32, source="config"),
+    wire.PolicyResult(id=11, applied=True, sha256="cd" * 32, summary="1 added", changes=["c"]),
 ]
 
 
@@ -137,9 +143,19 @@ def test_golden_welcome_shape() -> None:
         "type": "welcome",
         "protocol": "1.0",
         "daemon_version": "0.1.0",
-        "peer": {"uid": 1000, "pid": 42, "exe": "/usr/bin/python3", "caller": "claude"},
+        "peer": {
+            "uid": 1000,
+            "pid": 42,
+            "exe": "/usr/bin/python3",
+            "caller": "claude",
+            "exe_verified": True,
+        },
         "policy_generation": 0,  # a newer field: older clients ignore it
     }
+    # an old daemon's Welcome (no exe_verified) still decodes, as verified
+    old = {**sent, "peer": {"uid": 1000, "pid": 42, "exe": "/usr/bin/python3"}}
+    welcome = wire.decode_daemon(msgspec.msgpack.encode(old))
+    assert isinstance(welcome, wire.Welcome) and welcome.peer.exe_verified
 
 
 def test_unknown_fields_from_a_newer_peer_are_ignored() -> None:
@@ -340,3 +356,18 @@ def test_invalid_utf8_in_a_string_is_a_bad_request_both_ways() -> None:
         wire.decode_client(corrupt({"type": "hello", "client": "xx"}))
     with pytest.raises(BadRequest, match="UTF-8"):
         wire.decode_daemon(corrupt({"type": "error", "code": "internal", "message": "xx"}))
+
+
+def test_old_status_report_decodes_with_empty_mode() -> None:
+    old = {
+        "type": "status_report",
+        "id": 1,
+        "daemon_version": "0.1.0",
+        "pid": 1,
+        "uptime": 1.0,
+        "socket": "/s",
+        "config": "/c",
+    }
+    report = wire.decode_daemon(msgspec.msgpack.encode(old))
+    assert isinstance(report, wire.StatusReport)
+    assert report.mode == "" and report.daemon_uid == -1 and report.policy_sha256 == ""
