@@ -61,8 +61,17 @@ def test_set_status_delete_round_trip_in_gnome_keyring(secret_service: KeyringSe
     assert doc["backend"] == "keyring"
     assert doc["detail"] == "keyring.backends.SecretService.Keyring"
     assert doc["service"] == "aegisd"
-    assert doc["secrets"]["auth0_client_secret"] == {"present": False, "needed": True}
-    assert doc["secrets"]["management_client_secret"] == {"present": False, "needed": False}
+    no_credential = {"systemd_credential": False}
+    assert doc["secrets"]["auth0_client_secret"] == {
+        "present": False,
+        "needed": True,
+        **no_credential,
+    }
+    assert doc["secrets"]["management_client_secret"] == {
+        "present": False,
+        "needed": False,
+        **no_credential,
+    }
 
     assert set_["exit"] == 0, set_
     assert stored["value"] == VALUE  # the trailing newline of the pipe is not part of it
