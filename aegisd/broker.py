@@ -24,7 +24,7 @@ import httpx
 import trio
 
 from aegisd import proxy
-from aegisd.approvals import ApprovalRequest, Approvals, Approver, Recorder
+from aegisd.approvals import ApprovalRequest, Approvals, Approver, PeerKey, Recorder
 from aegisd.auth0.tokens import Approval, token_fingerprint
 from aegisd.config import CallerRule
 from aegisd.errors import (
@@ -130,15 +130,17 @@ class Broker:
         """Cancel every pending approval and forget every remembered one."""
         return self.approvals.lock(), self._remember.clear()
 
-    def cancel_pending(self, pending_id: str) -> bool:
-        return self.approvals.cancel_pending(pending_id)
+    def cancel_pending(self, pending_id: str, requester: PeerKey | None = None) -> bool:
+        """Cancel one approval; with ``requester``, only one that process asked for."""
+        return self.approvals.cancel_pending(pending_id, requester)
 
     def forget_remembered(self, actions: list[str]) -> int:
         return sum(self._remember.forget_action(a) for a in actions)
 
-    def pending(self) -> list[PendingInfo]:
-        """Approvals whose push is out (those still being sent have no expiry yet)."""
-        return self.approvals.pending()
+    def pending(self, requester: PeerKey | None = None) -> list[PendingInfo]:
+        """Approvals whose push is out (those still being sent have no expiry yet); with
+        ``requester``, only those that process asked for."""
+        return self.approvals.pending(requester)
 
     @property
     def pending_count(self) -> int:

@@ -84,8 +84,13 @@ class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     socket: str | None = None
     audit_log: str | None = None
     max_connections: int = 256
+    # one process, and one uid, cannot take every slot (issue 13 finding 7; conn_limits.py)
+    max_connections_per_peer: int = 16
+    max_connections_per_uid: int | None = None  # default: max_connections (no extra cap)
     handshake_timeout: float = 5.0
     idle_timeout: float = 600.0
+    # a peer no caller rule matches only inspects (status, lock): it needs no long idle time
+    unmatched_idle_timeout: float = 10.0
     allowed_uids: list[int] = []
     max_pending: int = 1024
     max_pending_per_caller: int = 32
@@ -151,6 +156,9 @@ class CallerRule(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     argv: list[str] = []
     uids: list[int] = []
     actions: list[str] = []
+    # may list and cancel every caller's pending approvals (aegisctl pending/cancel); see
+    # aegisd/inspection.py and docs/CONFIG.md "Who sees pending approvals"
+    operator: bool = False
 
 
 class CredentialSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -270,8 +278,13 @@ def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Proble
         for i, scope in enumerate(a0.scopes):
             if not _SCOPE_TOKEN.fullmatch(scope):
                 add(("auth0", "scopes", i), f"{scope[:40]!r} is not one scope token", "a scope")
-    if cfg.daemon.max_connections < 1:
-        add(("daemon", "max_connections"), "must be at least 1", "an integer >= 1")
+    for key in ("max_connections", "max_connections_per_peer", "max_connections_per_uid"):
+        value = getattr(cfg.daemon, key)
+        if value is not None and value < 1:
+            add(("daemon", key), "must be at least 1", "an integer >= 1")
+    for key in ("handshake_timeout", "idle_timeout", "unmatched_idle_timeout"):
+        if not getattr(cfg.daemon, key) > 0:
+            add(("daemon", key), "must be more than 0 seconds", "a number > 0")
     for key, value in (("socket", cfg.daemon.socket), ("audit_log", cfg.daemon.audit_log)):
         if value is not None and not os.path.isabs(os.path.expanduser(value)):
             add(

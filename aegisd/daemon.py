@@ -1,8 +1,8 @@
 """The Daemon: builds the parts from a Config and runs them under one nursery.
 
 Owns composition (audit, policy, broker, Auth0 client, listener), the accept loop and the
-connection cap, peer identification and its audit, the inspection requests (Status, pending
-list, cancel, Lock, ListActions), SIGHUP reload and orderly shutdown. It must not contain
+connection cap, peer identification and its audit, Status (the other inspection requests are
+``inspection.py``'s), SIGHUP reload and orderly shutdown. It must not contain
 protocol framing (``connection.py``), socket safety checks (``server.py``) or request
 decisions (``broker.py``). No global state: tests build a fresh ``Daemon`` per test.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import httpx
-import msgspec
 import trio
 
 from aegisd import wire
@@ -31,6 +30,7 @@ from aegisd.config import CallerRule, Config
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, Internal, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
+from aegisd.inspection import Inspection
 from aegisd.mode import running_mode, user_name
 from aegisd.peer import (
     ExeHasher,
@@ -147,6 +147,7 @@ class Daemon:
         self._mode, self._user = running_mode(), user_name(os.getuid())
         self._hardening = memory_access_state()
         self.proposals = ProposalDesk(None, self.record)
+        self.inspection = Inspection(record=self.record, keeper=self.keeper, mode=self._mode)
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
         self.stopping = False
@@ -370,60 +371,10 @@ class Daemon:
     async def inspect(
         self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
     ) -> wire.DaemonMessage:
-        match msg:
-            case wire.Status(id=req_id):
-                return await self._status(req_id)
-            case wire.Reload() | wire.ShowPolicy():
-                return await self.keeper.answer(msg, peer)
-            case wire.ListPending(id=req_id):
-                return wire.PendingList(id=req_id, pending=self.broker.pending())
-            case wire.CancelPending(id=req_id, pending_id=pid):
-                if not self.broker.cancel_pending(pid):
-                    return wire.Error(
-                        id=req_id,
-                        code="not_found",
-                        message=f"no pending approval {pid[:64]!r} (answered, expired or "
-                        "cancelled? `aegisctl pending` lists them)",
-                    )
-                await self.record("operator_cancel", pid=peer.pid, pending_id=pid)
-                return wire.Locked(id=req_id, cancelled=1, forgotten=0)
-            case wire.Lock(id=req_id):
-                cancelled, forgotten = self.broker.lock()
-                await self.record("lock", pid=peer.pid, cancelled=cancelled, forgotten=forgotten)
-                return wire.Locked(id=req_id, cancelled=cancelled, forgotten=forgotten)
-            case wire.ListActions(id=req_id):
-                if rule is None:
-                    await self.record(
-                        "refused",
-                        pid=peer.pid,
-                        exe=peer.exe,
-                        code="peer_rejected",
-                        reason="no caller rule matches",
-                        request="list_actions",
-                    )
-                    raise PeerRejected(explain_no_match(peer, self.policy.callers))
-                return wire.Actions(
-                    id=req_id,
-                    actions=[
-                        wire.ActionInfo(
-                            name=a.name,
-                            description=a.spec.description,
-                            approval=a.spec.approval,
-                            delivery=a.spec.delivery,
-                            params_schema=a.params_schema(),
-                            body=bool(a.spec.request and a.spec.request.body),
-                            method=a.spec.request.method if a.spec.request else "",
-                            title=a.spec.title,
-                            annotations={
-                                k: v
-                                for k, v in msgspec.structs.asdict(a.spec.annotations).items()
-                                if v is not None
-                            },
-                        )
-                        for a in self.policy.actions_for(rule)
-                    ],
-                )
-        raise AegisError("unexpected message")  # pragma: no cover - exhaustive above
+        if isinstance(msg, wire.Status):
+            return await self._status(msg.id)
+        # who may see and cancel which pending approvals: aegisd/inspection.py
+        return await self.inspection.answer(msg, peer, rule, self.broker)
 
     async def _status(self, req_id: int) -> wire.StatusReport:
         verified = await self._verify_cached()

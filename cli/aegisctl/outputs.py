@@ -130,6 +130,11 @@ class PendingItem(_Out, kw_only=True, forbid_unknown_fields=True):
 class PendingOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     ok: bool = True
     pending: list[PendingItem] = []
+    scope: str = "all"
+    """Whose approvals are listed: all (aegisctl matches an operator caller rule), own (only
+    this process's; it matches another caller rule), none (no caller rule matches it)."""
+    note: str = ""
+    """Why the list is limited and how to see everything; empty for scope all."""
 
 
 class CancelOutput(_Out, kw_only=True, forbid_unknown_fields=True):
