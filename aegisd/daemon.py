@@ -27,6 +27,7 @@ from aegisd.audit import AuditLog, VerifyResult, verify_files
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config
+from aegisd.conn_limits import ConnectionLimits
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, Internal, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
@@ -50,6 +51,10 @@ from aegisd.version import installed_version
 __all__ = ["Daemon", "daemon_version"]
 
 log = logging.getLogger(__name__)
+
+# Connections accepted beyond ``max_connections`` while their peer is identified (admission
+# then keeps them, evicts an idle unmatched one for them, or refuses them).
+_ADMISSION_SLACK = 32
 
 
 def daemon_version() -> str:
@@ -124,6 +129,7 @@ class Daemon:
         self.version = daemon_version()
         self.handshake_timeout = config.daemon.handshake_timeout
         self.idle_timeout = config.daemon.idle_timeout
+        self.unmatched_idle_timeout = config.daemon.unmatched_idle_timeout
         self._now = now
         self._secrets = secrets
         self._auth0_http = auth0_http
@@ -131,7 +137,8 @@ class Daemon:
         self._approver = approver
         self._hasher = ExeHasher()
         self._needs_hash = any(rule.sha256 for rule in config.callers)
-        self._connections: dict[int, Connection] = {}
+        self._connections: dict[int, Connection] = {}  # every one, admitted or not yet
+        self.limits = ConnectionLimits(lambda: self.config.daemon)
         self._next_conn = 0
         self._started_wall = now()
         self._started = 0.0
@@ -305,7 +312,10 @@ class Daemon:
                     continue
                 raise
             self._next_conn += 1
-            if len(self._connections) >= self.config.daemon.max_connections:
+            # The caps per peer, per uid and in total, and eviction, need the peer: they are
+            # applied once it is identified (``admit``). This bound only caps the sockets
+            # held meanwhile, and those being refused.
+            if len(self._connections) >= self.config.daemon.max_connections + _ADMISSION_SLACK:
                 nursery.start_soon(self._refuse_busy, stream)
                 continue
             conn = Connection(self, stream, self._next_conn)
@@ -319,6 +329,7 @@ class Daemon:
             log.exception("connection %d crashed", conn.conn_id)
         finally:
             self._connections.pop(conn.conn_id, None)
+            self.limits.release(conn)
 
     async def _refuse_busy(self, stream: trio.SocketStream) -> None:
         err = RateLimited(
@@ -332,6 +343,10 @@ class Daemon:
         await trio.aclose_forcefully(stream)
 
     # ---- Host protocol for connections ------------------------------------------------------
+
+    def admit(self, conn: Connection) -> None:
+        """Per-peer, per-uid and total caps once the peer is known (``conn_limits.py``)."""
+        self.limits.admit(conn)
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         sock = stream.socket
