@@ -20,9 +20,8 @@ would have expired (at least ``HOLD_GRACE`` seconds) for the owner to collect, a
 nobody collects is audited ``approved_not_collected``: its credential is never fetched.
 ``lock`` bumps an epoch, so an approval answered before a lock can no longer be used after it.
 
-Visibility: each approval remembers the processes (``PeerIdentity.key``) that asked for it, so
-``pending`` and ``cancel_pending`` can be limited to a requester's own approvals; who may see
-everything is decided by ``aegisd.inspection``, not here.
+Each approval remembers the processes that asked for it (``requesters``), so listing and
+cancelling can be limited to them; who may see everything is ``aegisd.inspection``'s call.
 """
 
 from __future__ import annotations

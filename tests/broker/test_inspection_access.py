@@ -66,10 +66,12 @@ while data := s.recv(65536):
 
 
 def _with_callers(text: str) -> str:
-    """The dev tenant's config with its one caller rule replaced by CALLERS."""
-    head, _, tail = text.partition("[[callers]]")
-    rest = tail.split("\n\n", 1)[1]
-    return head + CALLERS.strip() + "\n\n" + rest
+    """The dev tenant's config with its caller rules replaced by CALLERS."""
+    blocks = text.split("\n\n")
+    kept = [b for b in blocks if not b.lstrip().startswith("[[callers]]")]
+    first_action = next(i for i, b in enumerate(kept) if b.lstrip().startswith("[actions"))
+    kept.insert(first_action, CALLERS.strip())
+    return "\n\n".join(kept)
 
 
 @dataclass
