@@ -24,6 +24,7 @@ import msgspec
 import trio
 
 from aegisd import wire
+from aegisd.approvals import Approvals
 from aegisd.audit import AuditLog, VerifyResult, verify_files
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
@@ -183,10 +184,9 @@ class Daemon:
                 approver = self._approver
                 if approver is None and self.config.auth0 is not None:
                     approver = self._build_approver(auth0_http)
-                self.broker = Broker(
+                approvals = Approvals(
                     approver=approver,
                     record=self.record,
-                    http=proxy_http,
                     now=self._now,
                     max_pending=self.config.daemon.max_pending,
                     max_pending_per_caller=self.config.daemon.max_pending_per_caller,
@@ -199,6 +199,7 @@ class Daemon:
                     ),
                     offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
                 )
+                self.broker = Broker(approvals=approvals, record=self.record, http=proxy_http)
                 self._auth0_state = getattr(approver, "state", None)
                 self.proposals = ProposalDesk(
                     approver,
