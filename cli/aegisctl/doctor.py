@@ -28,14 +28,16 @@ from aegisctl.context import CliContext, pass_cli
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.output import colour_enabled, emit, json_option, verdict
 from aegisctl.outputs import CheckOutput, DoctorOutput
+from aegisctl.secrets import SYSTEM_SET_HINT
 from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
 from aegisd.errors import AegisError, ConfigError
+from aegisd.file_store import FileSecretStore, default_secrets_dir
 from aegisd.policy import compile_policy
 from aegisd.runtime_dir import fallback_reason
-from aegisd.secrets import env_var_name, needed_secrets, open_secret_store
+from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
 from aegisd.wire import StatusReport
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -209,11 +211,42 @@ def _audit_check(cfg: Config) -> Check:
     )
 
 
+def _daemon_owned(cfg: Config) -> int | None:
+    """The daemon account's uid when the file store is that account's (separated mode)."""
+    account = daemon_uid()
+    if cfg.secrets.backend != "file" or account is None or account == os.getuid():
+        return None
+    directory = Path(cfg.secrets.dir or default_secrets_dir()).expanduser()
+    try:
+        return account if directory.stat().st_uid == account else None
+    except OSError:  # missing, or a parent we may not traverse: the daemon's all the same
+        return account if cfg.secrets.dir else None
+
+
 def _secret_fix(cfg: Config, name: str) -> str:
     """A fix that works with this backend (the env backend refuses `secrets set`)."""
     if cfg.secrets.backend == "env":
         return f"set {env_var_name(name)} in aegisd's environment (env backend), and restart it"
+    if _daemon_owned(cfg) is not None:
+        return f"{SYSTEM_SET_HINT} {name}"
     return f"aegisctl secrets set {name}"
+
+
+def _open_store(cfg: Config) -> SecretStore:
+    account = _daemon_owned(cfg)
+    if account is None:
+        return open_secret_store(cfg.secrets)
+    # the daemon account's store: root reads it as that account's (its owner check must too)
+    directory = Path(cfg.secrets.dir or default_secrets_dir()).expanduser()
+    return FileSecretStore(directory, owner_uid=account, set_hint=SYSTEM_SET_HINT)
+
+
+def _store_fix(cfg: Config) -> str:
+    if _daemon_owned(cfg) is not None and os.getuid() != 0:
+        return "the store is the daemon account's: run `sudo aegisctl doctor` to check it"
+    if cfg.secrets.backend == "file":
+        return "see docs/OPERATIONS.md §5, Secrets in separated mode"
+    return "see docs/OPERATIONS.md §2, Keyring set-up"
 
 
 async def _secrets_checks(cfg: Config) -> list[Check]:
@@ -231,7 +264,7 @@ async def _secrets_checks(cfg: Config) -> list[Check]:
             )
         )
     try:
-        store = open_secret_store(cfg.secrets)
+        store = _open_store(cfg)
         describe = getattr(store, "describe", None)
         if describe is not None:
             checks.append(Check("secrets-backend", "ok", f"keyring backend {await describe()}"))
@@ -241,9 +274,7 @@ async def _secrets_checks(cfg: Config) -> list[Check]:
             else:
                 checks.append(Check(f"secret:{name}", "fail", "missing", _secret_fix(cfg, name)))
     except AegisError as exc:
-        checks.append(
-            Check("secrets-backend", "fail", exc.message, "see docs/OPERATIONS.md (keyring)")
-        )
+        checks.append(Check("secrets-backend", "fail", exc.message, _store_fix(cfg)))
     return checks
 
 
