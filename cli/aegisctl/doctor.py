@@ -32,7 +32,7 @@ from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
-from aegisd.errors import AegisError, ConfigError
+from aegisd.errors import AegisError, ConfigError, UnsafeFile
 from aegisd.policy import compile_policy
 from aegisd.runtime_dir import fallback_reason
 from aegisd.secrets import env_var_name, needed_secrets, open_secret_store
@@ -67,6 +67,8 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
                 "" if exists else "write a config (see docs/CONFIG.md) or run the dev tenant",
             )
         )
+    except UnsafeFile as exc:  # what aegisd refuses at start: say so with the command
+        checks.append(Check("config", "fail", exc.reason, exc.fix))
     except ConfigError as exc:
         checks.append(
             Check("config", "fail", "; ".join(exc.problems[:5]), "fix the keys named above")
