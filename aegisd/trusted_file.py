@@ -74,8 +74,8 @@ def _check_inode(path: Path, st: os.stat_result, owners: Collection[int], what: 
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
-        who = "group- and world" if mode & 0o022 == 0o022 else (
-            "world" if mode & 0o002 else "group"
+        who = (
+            "group- and world" if mode & 0o022 == 0o022 else ("world" if mode & 0o002 else "group")
         )
         raise UnsafeFile(
             f"{path}: the {what} is {who}-writable (mode {mode:04o}): other accounts could "

@@ -28,6 +28,7 @@ from aegisctl.context import CliContext, pass_cli
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.output import colour_enabled, emit, json_option, verdict
 from aegisctl.outputs import CheckOutput, DoctorOutput
+from aegisd import instance_lock
 from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.client import AegisClient
@@ -90,6 +91,10 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
     socket = cli.socket()
     checks.append(_socket_dir_check(socket))
     daemon_check, report = await _daemon_check(socket, timeout)
+    if report is None:  # a daemon may run without its socket
+        daemon_check = _lock_check(
+            socket, (cfg or cli.partial_config() or Config()).audit_path(), daemon_check
+        )
     checks.append(daemon_check)
     checks.append(_mode_check(report))
     if cfg is not None:
@@ -169,6 +174,40 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
     return Check(
         "daemon", "ok", f"aegisd {report.daemon_version} (pid {report.pid}) answers on {socket}"
     ), report
+
+
+def _lock_check(socket: Path, audit: Path, missing: Check) -> Check:
+    """Nothing at the socket: does a daemon still hold the audit log's lock (issue 13.10)?"""
+    if os.path.lexists(socket):
+        return missing
+    found = instance_lock.probe(audit)
+    if found.state == "held":
+        pid = found.pid if found.pid is not None else "?"
+        if found.socket and found.socket != str(socket) and os.path.lexists(found.socket):
+            return Check(
+                "daemon",
+                "fail",
+                f"nothing at {socket}, but aegisd (pid {pid}) runs on {audit} with the socket "
+                f"{found.socket}",
+                f"aegisctl --socket {found.socket} ..., or set [daemon] socket in the config",
+            )
+        return Check(
+            "daemon",
+            "fail",
+            f"aegisd is running (pid {pid}) but its socket {socket} is gone: no client can "
+            "reach it",
+            f"restart it: `kill -TERM {pid}`, then start aegisd again (a service: "
+            "`systemctl --user restart aegisd.socket aegisd`)",
+        )
+    if found.state == "unknown":
+        return Check(
+            missing.name,
+            missing.verdict,
+            f"{missing.detail} (whether an aegisd still runs on {audit} cannot be seen from "
+            f"this account: {found.detail})",
+            f"{missing.fix}; or `sudo aegisctl doctor` to check the lock",
+        )
+    return missing
 
 
 def _mode_check(report: StatusReport | None) -> Check:

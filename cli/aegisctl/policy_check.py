@@ -84,7 +84,9 @@ def check_file(path: str) -> PolicyCheckOutput:
             data = Path(path).read_bytes()  # and the rest of the report, all in one run
     except ConfigError as exc:  # larger than any config
         return PolicyCheckOutput(
-            ok=False, file=path, problems=[Problem(file=path, message=exc.message)],
+            ok=False,
+            file=path,
+            problems=[Problem(file=path, message=exc.message)],
             resolved=resolved,
         )
     except OSError as exc:
