@@ -23,6 +23,7 @@ import pwd
 import stat
 from collections.abc import Collection
 from pathlib import Path
+from shlex import quote
 from typing import Final
 
 from aegisd.errors import ConfigError, UnsafeFile
@@ -70,7 +71,7 @@ def _check_inode(path: Path, st: os.stat_result, owners: Collection[int], what: 
         raise UnsafeFile(
             f"{path}: the {what} is owned by {_who(st.st_uid)}, not by {_owner_text(owners)}: "
             "that account could change what aegisd trusts; refusing it",
-            fix=f"sudo chown {_me()} {path}",
+            fix=f"sudo chown {_me()} {quote(str(path))}",
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o022:
@@ -80,7 +81,7 @@ def _check_inode(path: Path, st: os.stat_result, owners: Collection[int], what: 
         raise UnsafeFile(
             f"{path}: the {what} is {who}-writable (mode {mode:04o}): other accounts could "
             "change what aegisd trusts; refusing it",
-            fix=f"chmod go-w {path}",
+            fix=f"chmod go-w {quote(str(path))}",
         )
 
 
@@ -111,7 +112,7 @@ def _check_directories(path: Path, file_uid: int, owners: Collection[int], what:
             raise UnsafeFile(
                 f"{current}: a directory above the {what} {path} is writable by others "
                 f"(mode {mode:04o}): they could replace the file; refusing it",
-                fix=f"chmod go-w {current}",
+                fix=f"chmod go-w {quote(str(current))}",
             )
         below_owner = st.st_uid
         if current.parent == current:
@@ -154,8 +155,8 @@ def read_trusted(
             raise UnsafeFile(
                 f"{p}: the {what} is a symlink; aegisd does not follow one here (whoever "
                 "can change the link or its target could change what aegisd trusts)",
-                fix=f'cp --remove-destination "$(realpath {p})" {p}, or point --config at '
-                "the real file",
+                fix=f'cp --remove-destination "$(realpath {quote(str(p))})" {quote(str(p))}, or '
+                "point --config at the real file",
             ) from None
         raise
     try:
