@@ -162,6 +162,13 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
             f"nothing at {socket}: aegisd is not running",
             "start it with `aegisd` or `aegisctl service install`",
         ), None
+    except PermissionError:  # e.g. /run/aegis before the person's new group is in effect
+        return Check(
+            "daemon",
+            "fail",
+            f"{socket}: its directory cannot be entered from this account",
+            "separated mode: log out and in after `install --system` (group aegis-clients)",
+        ), None
     try:
         with trio.fail_after(timeout):
             async with AegisClient(socket, client_name="aegisctl-doctor") as c:
@@ -178,7 +185,12 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
 
 def _lock_check(socket: Path, audit: Path, missing: Check) -> Check:
     """Nothing at the socket: does a daemon still hold the audit log's lock (issue 13.10)?"""
-    if os.path.lexists(socket):
+    try:
+        os.lstat(socket)
+        return missing  # something is there: the daemon check has said what
+    except FileNotFoundError:
+        pass
+    except OSError:
         return missing
     found = instance_lock.probe(audit)
     if found.state == "held":

@@ -2,7 +2,8 @@
 
 The daemon runs as a throwaway account with its audit log (and so its lock) in its own 0700
 state directory. Root's doctor can probe the lock and names the running daemon; the person's
-doctor cannot open it and says so instead of guessing "not running".
+doctor cannot open it and says so instead of guessing "not running"; without the clients'
+group it cannot even look at the socket, and says that.
 """
 
 from __future__ import annotations
@@ -62,3 +63,11 @@ def test_doctor_probes_the_lock_where_it_can_and_says_so_where_it_cannot(
         assert "cannot be seen from this account" in as_person["detail"]
         assert "Permission denied" in as_person["detail"]
         assert "sudo aegisctl doctor" in as_person["fix"]
+
+        # without the clients' group (before logging in again) the directory is closed:
+        # doctor says so instead of crashing on the lstat
+        outside = doctor_daemon_check(files, person.prefix(), str(venv_python))
+        assert (
+            outside["detail"]
+            == f"{files.socket}: its directory cannot be entered from this account"
+        )
