@@ -198,6 +198,11 @@ class Approvals:
         self._stopping = False
         self.epoch = 0  # bumped by lock(): approvals from before a lock are void after it
 
+    @property
+    def approver(self) -> Approver | None:
+        """Who starts and polls the pushes (None: the config has no Auth0; approvals refuse)."""
+        return self._approver
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -86,34 +86,10 @@ def _owner(ctx: RequestContext, claim: bytes | None) -> str:
 class Broker:
     """Turns Authorize/Proxy requests into decisions. Run ``serve`` in the daemon's nursery."""
 
-    def __init__(
-        self,
-        *,
-        approver: Approver | None,
-        record: Recorder,
-        http: httpx.AsyncClient,
-        now: Callable[[], float],
-        max_pending: int = 1024,
-        max_pending_per_caller: int = 32,
-        ciba_starts_per_minute: int = 5,
-        ciba_starts_per_minute_per_caller: int | None = None,
-        authorization_details: bool = False,
-        offline_access: bool = False,
-    ) -> None:
-        self._approver = approver
+    def __init__(self, *, approvals: Approvals, record: Recorder, http: httpx.AsyncClient) -> None:
         self._record = record
         self._http = http
-        self.approvals = Approvals(
-            approver=approver,
-            record=record,
-            now=now,
-            max_pending=max_pending,
-            max_pending_per_caller=max_pending_per_caller,
-            ciba_starts_per_minute=ciba_starts_per_minute,
-            ciba_starts_per_minute_per_caller=ciba_starts_per_minute_per_caller,
-            authorization_details=authorization_details,
-            offline_access=offline_access,
-        )
+        self.approvals = approvals
         self._remember: RememberCache[Approval] = RememberCache()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -293,8 +269,9 @@ class Broker:
         token_type = "Bearer"
         grant: Grant | None = None
         if spec.credential.kind != "none":
-            assert approval is not None and self._approver is not None
-            cred = await self._approver.obtain_credential(spec.credential, approval)
+            approver = self.approvals.approver
+            assert approval is not None and approver is not None
+            cred = await approver.obtain_credential(spec.credential, approval)
             if self.approvals.epoch != epoch:
                 del cred  # a lock came while the credential was fetched: it is never used
                 raise Cancelled("cancelled by aegisctl lock")

@@ -6,7 +6,8 @@ problem with the file, line, key and what was expected (the walk is ``config_che
 what the daemon would refuse later (relative paths, a socket path too long for ``sun_path``).
 Semantic checks of the policy (templates, placeholders, binding-message fit) live in
 ``policy.py``; this module must not perform I/O beyond reading the one file it is asked to
-load, and must not hold global state.
+load (through ``trusted_file``, which refuses a file others could have changed), and must
+not hold global state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import platformdirs
 from aegisd.config_check import KeyLines, Problem, key_text, walk
 from aegisd.errors import ConfigError
 from aegisd.runtime_dir import user_runtime_dir
+from aegisd.trusted_file import read_trusted
 
 __all__ = [
     "ActionSpec",
@@ -369,11 +371,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
     A missing default file yields an empty config (the daemon still serves inspection
     requests and, with no callers, denies every action); a missing explicit file is an error.
+    A file another account could have changed is refused with ``UnsafeFile``
+    (``trusted_file``: owner, mode, symlink, the directories above it).
     """
     explicit = path is not None or "AEGIS_CONFIG" in os.environ
     p = resolve_config_path(path)
     try:
-        data = p.read_bytes()
+        # the policy decides what the agent may do: refuse a file others could have written
+        data = read_trusted(p, what="config")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(problems=[f"{p}: file not found"]) from None

@@ -22,7 +22,8 @@ from typing import NoReturn
 import httpx
 import trio
 
-from aegisd import wire
+from aegisd import instance_lock, wire
+from aegisd.approvals import Approvals
 from aegisd.audit import AuditLog, VerifyResult, verify_files
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
@@ -167,15 +168,18 @@ class Daemon:
 
     async def serve(self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
         self._started = trio.current_time()
-        # The socket first: a second aegisd beside a live one must stop before it touches
-        # (and "repairs") the running daemon's audit log.
-        self.listener = await open_listener(
-            self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
-        )
+        # The audit log's lock, then the socket: a second aegisd (even one whose socket was
+        # deleted) must stop before it touches (and "repairs") the running one's log (13.10).
+        lock = await instance_lock.take(self.config.audit_path(), self.config.socket_path())
         try:
+            self.listener = await open_listener(
+                self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
+            )
             await trio.to_thread.run_sync(self.audit.open)
         except BaseException:
-            self.listener.close()
+            if self.listener is not None:
+                self.listener.close()
+            lock.release()
             raise
         for problem in self.audit.recovered:
             log.warning("audit log: %s", problem)
@@ -191,10 +195,9 @@ class Daemon:
                 approver = self._approver
                 if approver is None and self.config.auth0 is not None:
                     approver = self._build_approver(auth0_http)
-                self.broker = Broker(
+                approvals = Approvals(
                     approver=approver,
                     record=self.record,
-                    http=proxy_http,
                     now=self._now,
                     max_pending=self.config.daemon.max_pending,
                     max_pending_per_caller=self.config.daemon.max_pending_per_caller,
@@ -207,6 +210,7 @@ class Daemon:
                     ),
                     offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
                 )
+                self.broker = Broker(approvals=approvals, record=self.record, http=proxy_http)
                 self._auth0_state = getattr(approver, "state", None)
                 self.proposals = ProposalDesk(
                     approver,
@@ -240,6 +244,7 @@ class Daemon:
                 self.listener.close()
                 await self.record("stop", pid=os.getpid())
                 self.audit.close()
+                lock.release()
 
     async def _missing_secrets(self) -> list[str]:
         """Warn at start about secrets the config needs and the backend lacks.
