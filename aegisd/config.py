@@ -87,7 +87,8 @@ class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     audit_log: str | None = None
     max_connections: int = 256
     # one process, and one uid, cannot take every slot (issue 13 finding 7; conn_limits.py)
-    max_connections_per_peer: int = 16
+    # room for max_pending_per_caller (32) waiting calls of one shim, one each, plus its Watch
+    max_connections_per_peer: int = 40
     max_connections_per_uid: int | None = None  # default: max_connections (no extra cap)
     handshake_timeout: float = 5.0
     idle_timeout: float = 600.0
