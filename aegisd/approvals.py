@@ -248,13 +248,9 @@ class Approvals:
             pa.scope.cancel()
 
     def pending(self, requester: PeerKey | None = None) -> list[PendingInfo]:
-        """Approvals whose push is out (those still being sent have no expiry yet); with
-        ``requester``, only those that process asked for."""
-        return [
-            pa.info()
-            for pa in self._by_id.values()
-            if pa.started.is_set() and (requester is None or requester in pa.requesters)
-        ]
+        """Approvals whose push is out (or held); with ``requester``, only that process's."""
+        out = [pa for pa in self._by_id.values() if pa.started.is_set()]
+        return [pa.info() for pa in out if requester is None or requester in pa.requesters]
 
     @property
     def count(self) -> int:
