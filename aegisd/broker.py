@@ -76,7 +76,9 @@ def _withdrawn_event(base: dict[str, object]) -> str:
 def _owner(ctx: RequestContext, claim: bytes | None) -> str:
     """Whose approval this is: the requester's claim, else its process (module docstring)."""
     if claim is None:
-        return f"pid:{ctx.peer.uid}:{ctx.peer.pid}"
+        # the start time tells a reused pid apart: a new process on an old pid is not the owner
+        peer = ctx.peer
+        return f"pid:{peer.uid}:{peer.pid}:{peer.start_time}"
     if not _MIN_CLAIM <= len(claim) <= _MAX_CLAIM:
         raise BadRequest(f"a claim is {_MIN_CLAIM} to {_MAX_CLAIM} random bytes")
     # only a hash is kept: the audit and memory never hold what proves ownership

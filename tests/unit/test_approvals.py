@@ -131,6 +131,7 @@ class Harness:
         self,
         pid: int = 4242,
         claim: bytes | None = None,
+        start_time: int = 0,
         max_wait: float | None = None,
         action: str = "t.token",
         **params: str,
@@ -142,7 +143,7 @@ class Harness:
 
         ctx = RequestContext(
             conn_id=pid,
-            peer=PeerIdentity(uid=1000, gid=1000, pid=pid),
+            peer=PeerIdentity(uid=1000, gid=1000, pid=pid, start_time=start_time),
             rule=self.policy.callers[0],
             send=send,
         )
@@ -230,6 +231,25 @@ async def test_same_process_identical_requests_still_share_one_push(
     h.approver.answer(1)
     while not (a and b):
         await trio.sleep(0.01)
+
+
+async def test_a_new_process_on_a_reused_pid_is_not_the_owner(
+    h: Harness, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    first = await run_bg(nursery, lambda: h.ask(pid=100, start_time=7))
+    await wait_pushes(h, 1)
+    later = await run_bg(nursery, lambda: h.ask(pid=100, start_time=9))  # same pid, reused
+    with trio.fail_after(30):  # virtual time: joining the first push would never send one
+        await wait_pushes(h, 2)
+    assert "coalesced" not in h.names()
+    h.approver.answer(0)
+    while not first:
+        await trio.sleep(0.01)
+    assert later == []  # the first process's approval did not go to the newcomer
+    h.approver.answer(1, approve=False)
+    while not later:
+        await trio.sleep(0.01)
+    assert isinstance(later[0], ApprovalDenied)
 
 
 async def test_max_wait_detaches_and_the_same_claim_reattaches_to_one_push(
