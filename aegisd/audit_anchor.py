@@ -6,7 +6,8 @@ The anchor is the last durable (seq, hash), written after every group commit to
 (32 random bytes, 0600, made at the first start). ``aegisd`` compares it with the log at
 start (a log that ends before it is recorded as ``truncated``), and ``aegisctl audit verify``
 compares against it (or, while the daemon runs, against the tip the daemon reports from
-memory, which no file edit can change). The daemon also logs its tip at start and stop (the journal under systemd).
+memory, which no file edit can change). The daemon also logs its tip at start and stop (the
+journal under systemd).
 
 Limits, stated honestly: an account that can read the key file (the daemon's own; in same-uid
 mode, the agent too) can forge an anchor; the journal lines and the daemon's memory are then

@@ -54,7 +54,10 @@ def audit_fields(
     else:
         ok = verified.ok
         detail = verified.summary()
-        pruned = verified.pruned
+        # pruned before this daemon started (where the chain starts), or while it ran (the
+        # latest ``pruned`` record it verified)
+        claim = verified.prune_claim
+        pruned = max(verified.pruned, claim[0] - 1 if claim else 0)
         if verifying:
             detail += f" (catching up: {bytes_verified / 1e6:.1f} MB checked)"
     per_hour = bytes_written / uptime * 3600 if uptime >= _MIN_SECONDS else 0.0

@@ -36,6 +36,7 @@ __all__ = ["IncrementalVerifier"]
 
 _CHUNK: Final = 8 * 1024 * 1024
 _MAX_PROBLEMS: Final = 20
+_RETRIES: Final = 20
 
 
 @dataclass
@@ -128,21 +129,48 @@ class IncrementalVerifier:
         """Open the current file first, then verify every older one whole."""
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         ino = os.fstat(fd).st_ino
-        olds: list[Path] = []
-        for p in rotated_files(self.path):
-            try:
-                if os.stat(p).st_ino == ino:
-                    break  # ours, rotated meanwhile: only the files before it are older
-            except FileNotFoundError:
-                continue
-            olds.append(p)
-        for p in olds:
-            with open(p, "rb") as f:
+        try:
+            olds = self._open_older(ino)
+        except BaseException:
+            os.close(fd)
+            raise
+        for ofd, name in olds:
+            with open(ofd, "rb") as f:
                 lines = f.readlines()
-            self._enter(lines[:1], p.name)
-            self._verify(lines, p.name, 0)
+            self._enter(lines[:1], name)
+            self._verify(lines, name, 0)
             self._files_done += 1
         self._pos = _Position(fd=fd, ino=ino, name=self.path.name)
+
+    def _open_older(self, ino: int) -> list[tuple[int, str]]:
+        """Descriptors of the files older than inode ``ino``, oldest first.
+
+        Rotation may rename them meanwhile (the writer does not wait for us): the listing
+        is taken again until it names the same inodes as the descriptors opened from it.
+        """
+        for _ in range(_RETRIES):
+            opened: list[tuple[int, str, int]] = []
+            for p in rotated_files(self.path):
+                try:
+                    ofd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                except FileNotFoundError:
+                    continue
+                oino = os.fstat(ofd).st_ino
+                if oino == ino:
+                    os.close(ofd)
+                    break  # ours (rotated meanwhile or not): only files before it are older
+                opened.append((ofd, p.name, oino))
+            again = [
+                os.stat(self.path.with_name(name)).st_ino
+                if self.path.with_name(name).exists()
+                else -1
+                for _, name, _ in opened
+            ]
+            if again == [oino for _, _, oino in opened]:
+                return [(ofd, name) for ofd, name, _ in opened]
+            for ofd, _, _ in opened:
+                os.close(ofd)
+        raise OSError(0, "the log kept rotating while it was listed")
 
     def _recheck(self, pos: _Position) -> None:
         """The verified prefix of the followed file must still be what was verified."""
