@@ -39,6 +39,14 @@ _MAX_PROBLEMS: Final = 20
 _RETRIES: Final = 20
 
 
+def _first_seq(lines: list[bytes]) -> int:
+    try:
+        seq = json.loads(lines[0])["seq"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        return 0
+    return seq if isinstance(seq, int) else 0
+
+
 @dataclass
 class _Position:
     """The file being followed and how far it is verified."""
@@ -126,27 +134,27 @@ class IncrementalVerifier:
             self._res.problems.append(problem)
 
     def _begin(self) -> None:
-        """Open the current file first, then verify every older one whole."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        ino = os.fstat(fd).st_ino
-        try:
-            olds = self._open_older(ino)
-        except BaseException:
-            os.close(fd)
-            raise
-        for ofd, name in olds:
+        """Verify every rotated file whole, then follow the current one."""
+        self._take_over(self._open_listing())
+
+    def _take_over(self, listing: list[tuple[int, str, int]]) -> None:
+        """Verify the listed files newer than what is verified; follow the last (current)."""
+        *olds, (fd, name, ino) = listing
+        for ofd, oname, _ in olds:
             with open(ofd, "rb") as f:
                 lines = f.readlines()
-            self._enter(lines[:1], name)
-            self._verify(lines, name, 0)
+            if self._seq and _first_seq(lines) <= self._seq:
+                continue  # verified already (we followed it before it was rotated)
+            self._enter(lines[:1], oname)
+            self._verify(lines, oname, 0)
             self._files_done += 1
-        self._pos = _Position(fd=fd, ino=ino, name=self.path.name)
+        self._pos = _Position(fd=fd, ino=ino, name=name)
 
-    def _open_older(self, ino: int) -> list[tuple[int, str]]:
-        """Descriptors of the files older than inode ``ino``, oldest first.
+    def _open_listing(self) -> list[tuple[int, str, int]]:
+        """Descriptors of every file of the log, oldest first, the current one last.
 
-        Rotation may rename them meanwhile (the writer does not wait for us): the listing
-        is taken again until it names the same inodes as the descriptors opened from it.
+        Rotation may rename them meanwhile (the writer does not wait for us): the listing is
+        taken again until it names the same inodes as the descriptors opened from it.
         """
         for _ in range(_RETRIES):
             opened: list[tuple[int, str, int]] = []
@@ -155,22 +163,18 @@ class IncrementalVerifier:
                     ofd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 except FileNotFoundError:
                     continue
-                oino = os.fstat(ofd).st_ino
-                if oino == ino:
-                    os.close(ofd)
-                    break  # ours (rotated meanwhile or not): only files before it are older
-                opened.append((ofd, p.name, oino))
-            again = [
-                os.stat(self.path.with_name(name)).st_ino
-                if self.path.with_name(name).exists()
-                else -1
-                for _, name, _ in opened
-            ]
-            if again == [oino for _, _, oino in opened]:
-                return [(ofd, name) for ofd, name, _ in opened]
+                opened.append((ofd, p.name, os.fstat(ofd).st_ino))
+            again = []
+            for _, name, _ in opened:
+                try:
+                    again.append(os.stat(self.path.with_name(name)).st_ino)
+                except FileNotFoundError:
+                    again.append(-1)
+            if opened and opened[-1][1] == self.path.name and again == [i for *_, i in opened]:
+                return opened
             for ofd, _, _ in opened:
                 os.close(ofd)
-        raise OSError(0, "the log kept rotating while it was listed")
+        raise OSError(0, "the log kept rotating (or is missing) while it was listed")
 
     def _recheck(self, pos: _Position) -> None:
         """The verified prefix of the followed file must still be what was verified."""
@@ -258,12 +262,11 @@ class IncrementalVerifier:
                 return  # between rotation's renames: next time
             if current == pos.ino:
                 return
-            # rotated (or replaced): the file we followed is finished; the new one goes on
+            # rotated (or replaced): the file we followed is finished; the newer ones go on
             tail = os.pread(pos.fd, 1 << 20, pos.offset)
             if tail:
                 self._verify([tail], pos.name, pos.lines)
             os.close(pos.fd)
             self._files_done += 1
             self._pos = None
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            self._pos = _Position(fd=fd, ino=os.fstat(fd).st_ino, name=self.path.name)
+            self._take_over(self._open_listing())
