@@ -12,8 +12,10 @@ could not be written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from typing import NoReturn
+import math
+from typing import Final, NoReturn
 
 import trio
 
@@ -25,6 +27,12 @@ from aegisd.errors import Internal
 __all__ = ["AuditChecker", "AuditRecorder", "open_audit"]
 
 log = logging.getLogger(__name__)
+
+# re-hash the verified part of the current file (an in-place edit) at most this often: it
+# costs reading up to ``audit_rotate_bytes``, which a Status should not pay every time
+_RECHECK_EVERY: Final = 5.0
+# a result this recent is answered as it is (no thread hop per Status under load)
+_FRESH: Final = 1.0
 
 
 class AuditRecorder:
@@ -106,6 +114,8 @@ class AuditChecker:
         self.result: VerifyResult | None = None
         self._wanted = trio.Event()
         self._next_done = trio.Event()  # set when a run that started after a request ends
+        self._rechecked = -math.inf  # trio time of the last re-hash of the verified part
+        self._finished = -math.inf  # trio time the last run ended
 
     @property
     def bytes_verified(self) -> int:
@@ -121,9 +131,15 @@ class AuditChecker:
                 self._wanted = trio.Event()
                 done, self._next_done = self._next_done, trio.Event()
                 tip = self._log.tip  # before reading: everything up to it is in the file
+                now = trio.current_time()
+                recheck = now - self._rechecked >= _RECHECK_EVERY
+                if recheck and self.result is not None:
+                    self._rechecked = now
                 self.result = await trio.to_thread.run_sync(
-                    self._verifier.catch_up, tip, abandon_on_cancel=True
+                    functools.partial(self._verifier.catch_up, tip, recheck=recheck),
+                    abandon_on_cancel=True,
                 )
+                self._finished = trio.current_time()
                 done.set()
         finally:
             self._verifier_close()
@@ -136,10 +152,20 @@ class AuditChecker:
     async def check(self, wait: float) -> tuple[VerifyResult | None, bool]:
         """Ask for a catch-up and wait for it at most ``wait`` seconds.
 
+        A result less than ``_FRESH`` seconds old is returned at once, unless the verified
+        part is due to be re-hashed.
+
         Returns:
             The latest result (None before the first run finished) and whether a run that
             covers this request is still going.
         """
+        now = trio.current_time()
+        if (
+            self.result is not None
+            and now - self._finished < _FRESH
+            and now - self._rechecked < _RECHECK_EVERY
+        ):
+            return self.result, False  # just checked: a busy daemon's Status stays cheap
         done = self._next_done
         self._wanted.set()
         with trio.move_on_after(wait):

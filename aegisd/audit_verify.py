@@ -80,12 +80,14 @@ class IncrementalVerifier:
         self.bytes_verified = 0
         self.done_once = False  # the whole history has been verified at least once
 
-    def catch_up(self, tip: tuple[int, str] | None = None) -> VerifyResult:
+    def catch_up(self, tip: tuple[int, str] | None = None, *, recheck: bool = True) -> VerifyResult:
         """Verify what was appended since the last call; blocking.
 
         Args:
             tip: the writer's (seq, hash) taken before this call started: the chain on disk
                 must reach it (else the log was truncated) and match it there.
+            recheck: also re-hash the verified part of the current file (an in-place edit);
+                it costs reading that part, so the daemon asks for it only now and then.
 
         Returns:
             A snapshot of the accumulated result (safe to hand to another thread).
@@ -97,7 +99,7 @@ class IncrementalVerifier:
         try:
             if self._pos is None:
                 self._begin()
-            else:
+            elif recheck:
                 self._recheck(self._pos)
             self._follow()
         except OSError as exc:

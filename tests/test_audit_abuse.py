@@ -116,8 +116,12 @@ def test_rotation_past_keep_files_records_the_prune_and_verify_says_pruned(
     d = spawn_daemon(files)
     for _ in range(25):
         status_roundtrip(files.socket)
-    report = status_roundtrip(files.socket)
-    assert any("records pruned" in w for w in report.audit_warnings), report.audit_warnings
+
+    def warned() -> wire.StatusReport | None:  # Status may answer a result up to 1 s old
+        report = status_roundtrip(files.socket)
+        return report if any("records pruned" in w for w in report.audit_warnings) else None
+
+    assert wait_for(warned, timeout=10.0)
     done = run_ctl(files, "status")
     assert "warning: " in done.stdout and "records pruned" in done.stdout
     assert d.stop() == 0
@@ -234,8 +238,15 @@ def test_an_edit_of_an_already_verified_record_still_shows_in_status(
     lines = files.audit.read_bytes().splitlines(keepends=True)
     lines[0] = lines[0].replace(b'"event":"start"', b'"event":"stArt"')
     files.audit.write_bytes(b"".join(lines))
-    report = status_roundtrip(files.socket)
-    assert not report.audit_ok
+
+    def broken() -> wire.StatusReport | None:
+        report = status_roundtrip(files.socket)
+        return None if report.audit_ok else report
+
+    # the verified part is re-hashed at most every 5 s (a Status must stay cheap); before
+    # the fix a Status reused its verification for 10 s, so this timed out
+    report = wait_for(broken, timeout=8.0)
+    assert report is not None, "the edit never showed in status"
     assert report.audit_detail.startswith("audit chain BROKEN: audit.jsonl:1:")
 
 
