@@ -48,6 +48,12 @@ def all_records(files: Files) -> list[dict[str, object]]:
     return out
 
 
+def _doctor_audit(files: Files) -> dict[str, object]:
+    done = run_ctl(files, "doctor", "--json")
+    checks = json.loads(done.stdout)["checks"]
+    return next(c for c in checks if c["name"] == "audit")
+
+
 # ---- finding 3: a refusal flood -----------------------------------------------------------
 
 
@@ -102,6 +108,8 @@ def test_a_refusal_flood_writes_a_bounded_number_of_records_and_a_counted_summar
     counted = sum(int(str(r["count"])) for r in recs if r["event"] == "refusals_suppressed")
     assert report.audit_suppressed == counted
     assert any("refusals_suppressed" in w for w in report.audit_warnings)
+    check = _doctor_audit(files)
+    assert check["verdict"] == "warn" and "refusals_suppressed" in check["detail"]
     assert d.stop() == 0
     done = run_ctl(files, "audit", "verify", "--json")
     assert done.returncode == 0, done.stdout
@@ -124,6 +132,8 @@ def test_rotation_past_keep_files_records_the_prune_and_verify_says_pruned(
     assert wait_for(warned, timeout=10.0)
     done = run_ctl(files, "status")
     assert "warning: " in done.stdout and "records pruned" in done.stdout
+    assert _doctor_audit(files)["verdict"] == "warn"
+    assert "records pruned" in _doctor_audit(files)["detail"]
     assert d.stop() == 0
     assert len([p for p in files.audit.parent.glob("audit.jsonl.*")]) == 2
     pruned = [r for r in all_records(files) if r["event"] == "pruned"]
