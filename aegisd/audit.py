@@ -34,6 +34,7 @@ __all__ = [
     "VerifyResult",
     "canonical",
     "chain_start",
+    "open_files",
     "open_log_fd",
     "record_hash",
     "rotated_files",
@@ -76,6 +77,8 @@ class VerifyResult:
     pruned: int = 0
     # the latest ``pruned`` record's (first_kept_seq, first_kept_prev)
     prune_claim: tuple[int, str] | None = None
+    # every claim seen: a reader racing a rotation may see the next prune's claim too
+    prune_claims: set[tuple[int, str]] = field(default_factory=set)
     # the writer's tip from outside the log (the daemon's memory, or its anchor file)
     anchor: tuple[int, str] | None = None
     anchor_seen: bool = False
@@ -171,6 +174,7 @@ def _note(rec: dict[str, object], seq: int, digest: str, where: str, res: Verify
         first, first_prev = rec.get("first_kept_seq"), rec.get("first_kept_prev")
         if isinstance(first, int) and isinstance(first_prev, str):
             res.prune_claim = (first, first_prev)
+            res.prune_claims.add(res.prune_claim)
     elif event == "truncated":
         res.ok = False
         res.problems.append(
@@ -199,6 +203,36 @@ def rotated_files(path: Path) -> list[Path]:
     return files
 
 
+def open_files(path: Path, *, retries: int = 20) -> list[tuple[int, str]]:
+    """Descriptors of every file of the log, oldest first, with the names they had.
+
+    A running daemon may rotate meanwhile: the listing is taken again until it names the
+    same inodes as the descriptors opened from it, so no file is read twice or skipped.
+
+    Raises:
+        OSError: the log kept rotating through every attempt.
+    """
+    for _ in range(retries):
+        opened: list[tuple[int, str, int]] = []
+        for p in rotated_files(path):
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            opened.append((fd, p.name, os.fstat(fd).st_ino))
+        again = []
+        for _, name, _ in opened:
+            try:
+                again.append(os.stat(path.with_name(name)).st_ino)
+            except FileNotFoundError:
+                again.append(-1)
+        if again == [ino for *_, ino in opened] and (not opened or opened[-1][1] == path.name):
+            return [(fd, name) for fd, name, _ in opened]
+        for fd, _, _ in opened:
+            os.close(fd)
+    raise OSError(0, "the log kept rotating while it was listed")
+
+
 def chain_start(first_line: bytes) -> tuple[int, str] | None:
     """(seq, prev) of the oldest kept record when it is not the genesis (history pruned)."""
     try:
@@ -213,7 +247,7 @@ def settle_start(res: VerifyResult, start: tuple[int, str] | None, name: str) ->
     """A chain that starts after the genesis is valid only if a ``pruned`` record says so."""
     if start is None:
         return
-    if res.prune_claim == start:
+    if start in res.prune_claims:
         res.pruned = start[0] - 1
         return
     res.ok = False
@@ -235,9 +269,11 @@ def verify_files(path: Path, *, anchor: tuple[int, str] | None = None) -> Verify
     res = VerifyResult(anchor=anchor)
     prev, seq = GENESIS, 0
     start: tuple[int, str] | None = None  # the first kept record, when it is not the genesis
-    files = rotated_files(path)
-    for i, p in enumerate(files):
-        with open(p, "rb") as f:
+    opened = open_files(path)
+    files = [path.with_name(name) for _, name in opened]
+    for i, (fd, _) in enumerate(opened):
+        p = files[i]
+        with open(fd, "rb") as f:
             lines = f.readlines()
         if i > 0 and lines:
             try:

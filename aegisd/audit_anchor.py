@@ -1,9 +1,10 @@
 """The audit chain's anchor: the writer's tip kept outside the log, so truncation shows.
 
 A log cut at a line boundary is a valid chain, only shorter; nothing inside it can tell.
-The anchor is the last durable (seq, hash), written after every group commit to
-``audit.anchor`` (beside ``audit.jsonl``) with an HMAC-SHA256 keyed by ``audit.anchor-key``
-(32 random bytes, 0600, made at the first start). ``aegisd`` compares it with the log at
+The anchor is the last durable (seq, hash), written after every group commit (in turn to
+one of two fixed-size slots, one ``pwrite`` each) to ``audit.anchor`` beside ``audit.jsonl``,
+with an HMAC-SHA256 keyed by ``audit.anchor-key`` (32 random bytes, 0600, made at the first
+start). ``aegisd`` compares it with the log at
 start (a log that ends before it is recorded as ``truncated``), and ``aegisctl audit verify``
 compares against it (or, while the daemon runs, against the tip the daemon reports from
 memory, which no file edit can change). The daemon also logs its tip at start and stop (the
@@ -29,6 +30,7 @@ __all__ = ["Anchor", "AnchorState", "read_anchor"]
 
 _KEY_BYTES: Final = 32
 _DOMAIN: Final = b"aegis-audit-anchor\0"
+_SLOT: Final = 256  # two fixed-size slots, written in turn
 
 
 def _mac(key: bytes, seq: int, digest: str) -> str:
@@ -77,20 +79,32 @@ def read_anchor(log: Path) -> AnchorState:
         raw = os.read(fd, 4096)
     finally:
         os.close(fd)
-    try:
-        data = json.loads(raw)
-        seq, digest, mac = int(data["seq"]), str(data["hash"]), str(data["mac"])
-    except (ValueError, KeyError, TypeError):
+    slots: list[tuple[int, str, str]] = []
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            slots.append((int(data["seq"]), str(data["hash"]), str(data["mac"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # a slot torn by a crash: the other one stands
+    if not slots:
         return AnchorState(None, f"{anchor_path}: the anchor is damaged")
     try:
         key = _read_key(key_path)
     except OSError:
         key = None
     if key is None:
+        seq, digest, _ = max(slots)
         return AnchorState((seq, digest), f"{anchor_path}: anchor MAC not checked (no key)")
-    if not hmac.compare_digest(mac, _mac(key, seq, digest)):
+    good = [
+        (seq, digest)
+        for seq, digest, mac in slots
+        if hmac.compare_digest(mac, _mac(key, seq, digest))
+    ]
+    if not good:
         return AnchorState(None, f"{anchor_path}: the anchor does not match its MAC (forged?)")
-    return AnchorState((seq, digest))
+    return AnchorState(max(good))
 
 
 class Anchor:
@@ -103,6 +117,8 @@ class Anchor:
     def __init__(self, log: Path) -> None:
         self.path, self._key_path = _paths(log)
         self._key = b""
+        self._fd = -1
+        self._slot = 0
         self.written: tuple[int, str] | None = None
 
     def load_key(self) -> None:
@@ -122,19 +138,30 @@ class Anchor:
         self._key = key
 
     def write(self, seq: int, digest: str) -> None:
-        """Replace the anchor atomically with (seq, hash); raises OSError."""
+        """Record (seq, hash) in the older of the two slots; raises OSError.
+
+        One ``pwrite`` of a fixed-size slot, no fsync: an anchor lost in a crash is an older
+        one, which the log still reaches, and a slot torn by one leaves the other standing.
+        """
         if self.written == (seq, digest) or not self._key:
             return
+        if self._fd < 0:
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            self._fd = os.open(self.path, flags, 0o600)
         body = json.dumps({"seq": seq, "hash": digest, "mac": _mac(self._key, seq, digest)})
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            os.write(fd, body.encode())
-        finally:
-            os.close(fd)
-        # no fsync: an anchor lost in a crash is an older one, which the log still reaches
-        os.replace(tmp, self.path)
+        line = body.encode().ljust(_SLOT - 1) + b"\n"
+        os.pwrite(self._fd, line, self._slot * _SLOT)
+        self._slot ^= 1
         self.written = (seq, digest)
+
+    def reset(self, seq: int, digest: str) -> None:
+        """Both slots to (seq, hash): at start, once the old anchor was compared."""
+        self.written = None
+        self.write(seq, digest)
+        self.written = None
+        self.write(seq, digest)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

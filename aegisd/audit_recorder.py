@@ -196,6 +196,8 @@ def open_audit(log_: AuditLog, recorder: AuditRecorder) -> dict[str, object] | N
     if state.problem:
         log_.recovered.append(state.problem)
     seq, digest = log_.tip
+    if recorder.anchor is not None:
+        recorder.anchor.reset(seq, digest)  # compared: from now on it follows this log
     if state.tip is None:
         return None
     if seq < state.tip[0] or (seq == state.tip[0] and digest != state.tip[1]):

@@ -27,7 +27,7 @@ from aegisd.audit import (
     GENESIS,
     VerifyResult,
     chain_start,
-    rotated_files,
+    open_files,
     settle_start,
     verify_chain,
 )
@@ -36,7 +36,6 @@ __all__ = ["IncrementalVerifier"]
 
 _CHUNK: Final = 8 * 1024 * 1024
 _MAX_PROBLEMS: Final = 20
-_RETRIES: Final = 20
 
 
 def _first_seq(lines: list[bytes]) -> int:
@@ -113,6 +112,7 @@ class IncrementalVerifier:
             last_hash=self._prev,
             last_seq=self._seq,
             prune_claim=res.prune_claim,
+            prune_claims=set(res.prune_claims),
         )
         settle_start(snap, self._start, self._first_name)
         if tip is not None and tip[0] > snap.pruned and self._seq < tip[0]:
@@ -153,30 +153,13 @@ class IncrementalVerifier:
         self._pos = _Position(fd=fd, ino=ino, name=name)
 
     def _open_listing(self) -> list[tuple[int, str, int]]:
-        """Descriptors of every file of the log, oldest first, the current one last.
-
-        Rotation may rename them meanwhile (the writer does not wait for us): the listing is
-        taken again until it names the same inodes as the descriptors opened from it.
-        """
-        for _ in range(_RETRIES):
-            opened: list[tuple[int, str, int]] = []
-            for p in rotated_files(self.path):
-                try:
-                    ofd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-                except FileNotFoundError:
-                    continue
-                opened.append((ofd, p.name, os.fstat(ofd).st_ino))
-            again = []
-            for _, name, _ in opened:
-                try:
-                    again.append(os.stat(self.path.with_name(name)).st_ino)
-                except FileNotFoundError:
-                    again.append(-1)
-            if opened and opened[-1][1] == self.path.name and again == [i for *_, i in opened]:
-                return opened
-            for ofd, _, _ in opened:
-                os.close(ofd)
-        raise OSError(0, "the log kept rotating (or is missing) while it was listed")
+        """Every file of the log, oldest first, the current one last (``open_files``)."""
+        listing = [(fd, name, os.fstat(fd).st_ino) for fd, name in open_files(self.path)]
+        if not listing or listing[-1][1] != self.path.name:
+            for fd, _, _ in listing:
+                os.close(fd)
+            raise OSError(0, "the current log file is missing")
+        return listing
 
     def _recheck(self, pos: _Position) -> None:
         """The verified prefix of the followed file must still be what was verified."""

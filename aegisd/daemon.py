@@ -209,6 +209,8 @@ class Daemon:
                 seq, digest = self.audit.tip
                 log.info("audit log %s ends at seq %d hash %s", self.audit.path, seq, digest)
                 self.audit.close()
+                if self.recorder.anchor is not None:
+                    self.recorder.anchor.close()
 
     async def _missing_secrets(self) -> list[str]:
         """Warn at start about secrets the config needs and the backend lacks.
