@@ -108,14 +108,24 @@ class VerifyResult:
 
 
 def verify_chain(
-    lines: list[bytes], *, prev: str, seq: int, name: str, res: VerifyResult, line0: int = 0
+    lines: list[bytes],
+    *,
+    prev: str,
+    seq: int,
+    name: str,
+    res: VerifyResult,
+    line0: int = 0,
+    pause: Callable[[], None] | None = None,
 ) -> None:
     """Check one file's lines, continuing from (prev, seq); updates ``res`` in place.
 
-    ``line0`` is the number of lines of the same file before ``lines`` (incremental checks).
+    ``line0`` is the number of lines of the same file before ``lines`` (incremental checks);
+    ``pause`` is called every 64 lines (a worker thread lets the event loop have the GIL).
     """
     torn_pending: int | None = None
     for lineno, raw in enumerate(lines, line0 + 1):
+        if pause is not None and not lineno % 64:
+            pause()
         where = f"{name}:{lineno}"
         complete = raw.endswith(b"\n")
         try:
