@@ -7,8 +7,8 @@ with an HMAC-SHA256 keyed by ``audit.anchor-key`` (32 random bytes, 0600, made a
 start). ``aegisd`` compares it with the log at
 start (a log that ends before it is recorded as ``truncated``), and ``aegisctl audit verify``
 compares against it (or, while the daemon runs, against the tip the daemon reports from
-memory, which no file edit can change). The daemon also logs its tip at start and stop (the
-journal under systemd).
+memory, which no file edit can change). The daemon also logs its tip at start, every minute
+when it moved, and at stop (the journal under systemd).
 
 Limits, stated honestly: an account that can read the key file (the daemon's own; in same-uid
 mode, the agent too) can forge an anchor; the journal lines and the daemon's memory are then

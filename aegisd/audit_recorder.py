@@ -24,7 +24,7 @@ from aegisd.audit_anchor import Anchor, read_anchor
 from aegisd.audit_verify import IncrementalVerifier
 from aegisd.errors import Internal
 
-__all__ = ["AuditChecker", "AuditRecorder", "open_audit"]
+__all__ = ["AuditChecker", "AuditRecorder", "log_tip", "open_audit"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,26 @@ class AuditChecker:
         with trio.move_on_after(wait):
             await done.wait()
         return self.result, not done.is_set()
+
+
+async def log_tip(
+    log_: AuditLog,
+    every: float = 60.0,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Log the chain's tip every ``every`` seconds when it moved (the journal under systemd).
+
+    A copy of the tip that no process of the person's can rewrite, even in same-uid mode, and
+    even when the daemon is killed with SIGKILL before it could log its stop.
+    """
+    task_status.started()
+    last = log_.tip
+    while True:
+        await trio.sleep(every)
+        if log_.tip != last:
+            last = log_.tip
+            log.info("audit log %s tip: seq %d hash %s", log_.path, last[0], last[1])
 
 
 def open_audit(log_: AuditLog, recorder: AuditRecorder) -> dict[str, object] | None:

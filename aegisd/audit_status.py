@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aegisd.audit import VerifyResult
+from aegisd.audit_chain import VerifyResult
 from aegisd.config import AuditConfig
 
 __all__ = ["AuditStatus", "audit_fields"]

@@ -25,7 +25,7 @@ import trio
 from aegisd import wire
 from aegisd.audit import AuditLog
 from aegisd.audit_anchor import Anchor
-from aegisd.audit_recorder import AuditChecker, AuditRecorder, open_audit
+from aegisd.audit_recorder import AuditChecker, AuditRecorder, log_tip, open_audit
 from aegisd.audit_status import audit_fields
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
@@ -194,6 +194,7 @@ class Daemon:
                     await nursery.start(self.broker.serve)
                     await nursery.start(self.checker.serve)
                     await nursery.start(self.record.serve)
+                    await nursery.start(log_tip, self.audit)
                     nursery.start_soon(self._accept_loop, nursery)
                     notify(f"READY=1\nSTATUS=listening on {self.listener.path}")
                     log.info("aegisd %s listening on %s", self.version, self.listener.path)
