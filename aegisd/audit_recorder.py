@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 _RECHECK_EVERY: Final = 5.0
 # a result this recent is answered as it is (no thread hop per Status under load)
 _FRESH: Final = 1.0
+# once the whole history was verified, a Status waits this long for a catch-up
+_CATCH_UP_WAIT: Final = 5.0
 
 
 class AuditRecorder:
@@ -150,7 +152,9 @@ class AuditChecker:
             self._verifier.close()
 
     async def check(self, wait: float) -> tuple[VerifyResult | None, bool]:
-        """Ask for a catch-up and wait for it at most ``wait`` seconds.
+        """Ask for a catch-up and wait for it at most ``wait`` seconds (before the first whole
+        verification finished; afterwards up to ``_CATCH_UP_WAIT``, since a catch-up reads
+        only what was appended).
 
         A result less than ``_FRESH`` seconds old is returned at once, unless the verified
         part is due to be re-hashed.
@@ -168,6 +172,10 @@ class AuditChecker:
             return self.result, False  # just checked: a busy daemon's Status stays cheap
         done = self._next_done
         self._wanted.set()
+        if self.result is not None and self._verifier.done_once:
+            # the history is verified: a catch-up reads only what was appended, so wait for
+            # it (bounded) even on a loaded machine rather than answer a stale verdict
+            wait = max(wait, _CATCH_UP_WAIT)
         with trio.move_on_after(wait):
             await done.wait()
         return self.result, not done.is_set()
