@@ -19,6 +19,9 @@ owner start a fresh push. A requester whose ``max_wait`` passed leaves the push 
 would have expired (at least ``HOLD_GRACE`` seconds) for the owner to collect, and an approval
 nobody collects is audited ``approved_not_collected``: its credential is never fetched.
 ``lock`` bumps an epoch, so an approval answered before a lock can no longer be used after it.
+
+Each approval remembers the processes that asked for it (``requesters``), so listing and
+cancelling can be limited to them; who may see everything is ``aegisd.inspection``'s call.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ from aegisd.peer import PeerIdentity
 from aegisd.policy import CompiledAction, Policy
 from aegisd.wire import DaemonMessage, Pending, PendingInfo
 
-__all__ = ["HOLD_GRACE", "ApprovalRequest", "Approvals", "Approver", "Recorder"]
+__all__ = ["HOLD_GRACE", "ApprovalRequest", "Approvals", "Approver", "PeerKey", "Recorder"]
+
+PeerKey = tuple[int, int, int]  # PeerIdentity.key: (uid, pid, start time)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,8 @@ class _PendingApproval:
     expires_at: float
     policy: Policy
     epoch: int
+    # every process that asked for this approval (its launcher and those that rejoined it)
+    requesters: set[PeerKey] = field(default_factory=set)
     waiters: int = 0
     claimed: bool = False
     kept: bool = False  # the last waiter left by max_wait: keep the push out for it
@@ -191,6 +198,11 @@ class Approvals:
         self._stopping = False
         self.epoch = 0  # bumped by lock(): approvals from before a lock are void after it
 
+    @property
+    def approver(self) -> Approver | None:
+        """Who starts and polls the pushes (None: the config has no Auth0; approvals refuse)."""
+        return self._approver
+
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -218,11 +230,13 @@ class Approvals:
             self._cancel(pa, Cancelled("cancelled by aegisctl lock"))
         return len(self._by_id)
 
-    def cancel_pending(self, pending_id: str) -> bool:
+    def cancel_pending(self, pending_id: str, requester: PeerKey | None = None) -> bool:
+        """Cancel one approval; with ``requester``, only one that process asked for."""
         pa = self._by_id.get(pending_id)
-        if pa is None:
+        if pa is None or (requester is not None and requester not in pa.requesters):
             return False
-        self._cancel(pa, Cancelled("cancelled by the operator"))
+        reason = "the operator" if requester is None else "its requester"
+        self._cancel(pa, Cancelled(f"cancelled by {reason}"))
         return True
 
     @staticmethod
@@ -233,9 +247,10 @@ class Approvals:
             pa.cancel_reason = reason
             pa.scope.cancel()
 
-    def pending(self) -> list[PendingInfo]:
-        """Approvals whose push is out (those still being sent have no expiry yet)."""
-        return [pa.info() for pa in self._by_id.values() if pa.started.is_set()]
+    def pending(self, requester: PeerKey | None = None) -> list[PendingInfo]:
+        """Approvals whose push is out (or held); with ``requester``, only that process's."""
+        out = [pa for pa in self._by_id.values() if pa.started.is_set()]
+        return [pa.info() for pa in out if requester is None or requester in pa.requesters]
 
     @property
     def count(self) -> int:
@@ -264,6 +279,8 @@ class Approvals:
             launcher = pa is None
             if pa is None:
                 pa = self._reserve(req)
+            if req.peer is not None:
+                pa.requesters.add(req.peer.key)
             # counted before any await, so the launcher leaving cannot withdraw our push
             pa.waiters += 1
             detached = False

@@ -24,7 +24,7 @@ import httpx
 import trio
 
 from aegisd import proxy
-from aegisd.approvals import ApprovalRequest, Approvals, Approver, Recorder
+from aegisd.approvals import ApprovalRequest, Approvals, Approver, PeerKey, Recorder
 from aegisd.auth0.tokens import Approval, token_fingerprint
 from aegisd.config import CallerRule
 from aegisd.errors import (
@@ -86,34 +86,10 @@ def _owner(ctx: RequestContext, claim: bytes | None) -> str:
 class Broker:
     """Turns Authorize/Proxy requests into decisions. Run ``serve`` in the daemon's nursery."""
 
-    def __init__(
-        self,
-        *,
-        approver: Approver | None,
-        record: Recorder,
-        http: httpx.AsyncClient,
-        now: Callable[[], float],
-        max_pending: int = 1024,
-        max_pending_per_caller: int = 32,
-        ciba_starts_per_minute: int = 5,
-        ciba_starts_per_minute_per_caller: int | None = None,
-        authorization_details: bool = False,
-        offline_access: bool = False,
-    ) -> None:
-        self._approver = approver
+    def __init__(self, *, approvals: Approvals, record: Recorder, http: httpx.AsyncClient) -> None:
         self._record = record
         self._http = http
-        self.approvals = Approvals(
-            approver=approver,
-            record=record,
-            now=now,
-            max_pending=max_pending,
-            max_pending_per_caller=max_pending_per_caller,
-            ciba_starts_per_minute=ciba_starts_per_minute,
-            ciba_starts_per_minute_per_caller=ciba_starts_per_minute_per_caller,
-            authorization_details=authorization_details,
-            offline_access=offline_access,
-        )
+        self.approvals = approvals
         self._remember: RememberCache[Approval] = RememberCache()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -130,15 +106,17 @@ class Broker:
         """Cancel every pending approval and forget every remembered one."""
         return self.approvals.lock(), self._remember.clear()
 
-    def cancel_pending(self, pending_id: str) -> bool:
-        return self.approvals.cancel_pending(pending_id)
+    def cancel_pending(self, pending_id: str, requester: PeerKey | None = None) -> bool:
+        """Cancel one approval; with ``requester``, only one that process asked for."""
+        return self.approvals.cancel_pending(pending_id, requester)
 
     def forget_remembered(self, actions: list[str]) -> int:
         return sum(self._remember.forget_action(a) for a in actions)
 
-    def pending(self) -> list[PendingInfo]:
-        """Approvals whose push is out (those still being sent have no expiry yet)."""
-        return self.approvals.pending()
+    def pending(self, requester: PeerKey | None = None) -> list[PendingInfo]:
+        """Approvals whose push is out (those still being sent have no expiry yet); with
+        ``requester``, only those that process asked for."""
+        return self.approvals.pending(requester)
 
     @property
     def pending_count(self) -> int:
@@ -291,8 +269,9 @@ class Broker:
         token_type = "Bearer"
         grant: Grant | None = None
         if spec.credential.kind != "none":
-            assert approval is not None and self._approver is not None
-            cred = await self._approver.obtain_credential(spec.credential, approval)
+            approver = self.approvals.approver
+            assert approval is not None and approver is not None
+            cred = await approver.obtain_credential(spec.credential, approval)
             if self.approvals.epoch != epoch:
                 del cred  # a lock came while the credential was fetched: it is never used
                 raise Cancelled("cancelled by aegisctl lock")

@@ -6,7 +6,8 @@ problem with the file, line, key and what was expected (the walk is ``config_che
 what the daemon would refuse later (relative paths, a socket path too long for ``sun_path``).
 Semantic checks of the policy (templates, placeholders, binding-message fit) live in
 ``policy.py``; this module must not perform I/O beyond reading the one file it is asked to
-load, and must not hold global state.
+load (through ``trusted_file``, which refuses a file others could have changed), and must
+not hold global state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import platformdirs
 from aegisd.config_check import KeyLines, Problem, key_text, walk
 from aegisd.errors import ConfigError
 from aegisd.runtime_dir import user_runtime_dir
+from aegisd.trusted_file import read_trusted
 
 __all__ = [
     "ActionSpec",
@@ -85,8 +87,14 @@ class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     socket: str | None = None
     audit_log: str | None = None
     max_connections: int = 256
+    # one process, and one uid, cannot take every slot (issue 13 finding 7; conn_limits.py)
+    # room for max_pending_per_caller (32) waiting calls of one shim, one each, plus its Watch
+    max_connections_per_peer: int = 40
+    max_connections_per_uid: int | None = None  # default: max_connections (no extra cap)
     handshake_timeout: float = 5.0
     idle_timeout: float = 600.0
+    # a peer no caller rule matches only inspects (status, lock): it needs no long idle time
+    unmatched_idle_timeout: float = 10.0
     allowed_uids: list[int] = []
     max_pending: int = 1024
     max_pending_per_caller: int = 32
@@ -167,6 +175,9 @@ class CallerRule(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     argv: list[str] = []
     uids: list[int] = []
     actions: list[str] = []
+    # may list and cancel every caller's pending approvals (aegisctl pending/cancel); see
+    # aegisd/inspection.py and docs/CONFIG.md "Who sees pending approvals"
+    operator: bool = False
 
 
 class CredentialSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -297,8 +308,13 @@ def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Proble
     ):
         if number < low:
             add(("audit", key), f"must be at least {low}", f"a number >= {low}")
-    if cfg.daemon.max_connections < 1:
-        add(("daemon", "max_connections"), "must be at least 1", "an integer >= 1")
+    for key in ("max_connections", "max_connections_per_peer", "max_connections_per_uid"):
+        value = getattr(cfg.daemon, key)
+        if value is not None and value < 1:
+            add(("daemon", key), "must be at least 1", "an integer >= 1")
+    for key in ("handshake_timeout", "idle_timeout", "unmatched_idle_timeout"):
+        if not getattr(cfg.daemon, key) > 0:
+            add(("daemon", key), "must be more than 0 seconds", "a number > 0")
     for key, value in (("socket", cfg.daemon.socket), ("audit_log", cfg.daemon.audit_log)):
         if value is not None and not os.path.isabs(os.path.expanduser(value)):
             add(
@@ -383,11 +399,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
     A missing default file yields an empty config (the daemon still serves inspection
     requests and, with no callers, denies every action); a missing explicit file is an error.
+    A file another account could have changed is refused with ``UnsafeFile``
+    (``trusted_file``: owner, mode, symlink, the directories above it).
     """
     explicit = path is not None or "AEGIS_CONFIG" in os.environ
     p = resolve_config_path(path)
     try:
-        data = p.read_bytes()
+        # the policy decides what the agent may do: refuse a file others could have written
+        data = read_trusted(p, what="config")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(problems=[f"{p}: file not found"]) from None

@@ -1,11 +1,14 @@
 """One client connection: handshake, peer check, framing, concurrent requests, timeouts.
 
 Owns the per-connection protocol of DESIGN §2: peer identification and the uid check before
-anything is read, the ``Hello``/``Welcome`` handshake under one deadline, an idle timeout
-while nothing is in flight, several requests in flight keyed by their ``id``, ``Cancel``, and
-closing on a malformed or oversized frame after answering ``Error``. A misbehaving client only
-ever hurts its own connection. Decisions are delegated: inspection requests to the ``Daemon``
-(through the ``Host`` protocol), Authorize/Proxy to the broker.
+anything is read, admission right after it (``Host.admit``, see ``conn_limits.py``), the
+``Hello``/``Welcome`` handshake under one deadline, an idle timeout while nothing is in flight
+(the short ``unmatched_idle_timeout`` for a peer no caller rule matches, for which a ``Watch``
+does not count as in flight), eviction by the admission step, several requests in flight
+keyed by their ``id``, ``Cancel``, and closing on a malformed or oversized frame after
+answering ``Error``. A misbehaving client only ever hurts its own connection. Decisions are
+delegated: admission and inspection requests to the ``Daemon`` (through the ``Host``
+protocol), Authorize/Proxy to the broker.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Host(Protocol):
     broker: Broker
     handshake_timeout: float
     idle_timeout: float
+    unmatched_idle_timeout: float
     stopping: bool
 
     @property
@@ -67,6 +71,10 @@ class Host(Protocol):
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         """Peer identity and matching rule; raises ``PeerRejected`` (already audited)."""
+        ...
+
+    def admit(self, conn: Connection) -> None:
+        """Keep ``conn`` (its peer is known) or raise ``RateLimited``; may evict another."""
         ...
 
     async def record(self, event: str, **fields: object) -> None: ...
@@ -97,6 +105,29 @@ class Connection:
         self._cancel_reason: dict[int, AegisError] = {}
         self._nursery: trio.Nursery | None = None
         self._broken = False
+        self._watches: set[int] = set()  # in-flight ids that are Watch requests
+        self._answering = False  # an inspection request is being answered
+        self._last_active = trio.current_time()
+        self._scope = trio.CancelScope()  # evict() cancels it
+
+    # ---- admission (conn_limits.py) ----------------------------------------------------------
+
+    def _busy(self) -> bool:
+        """Something is in flight; for an unmatched peer a Watch does not count (it would
+        otherwise hold its slot forever)."""
+        if self._answering:
+            return True
+        if self.rule is None:
+            return len(self._inflight) > len(self._watches)
+        return bool(self._inflight)
+
+    @property
+    def idle_since(self) -> float | None:
+        return None if self._busy() else self._last_active
+
+    def evict(self) -> None:
+        """Close this connection (admission needs its slot); its peer gets ``rate_limited``."""
+        self._scope.cancel()
 
     # ---- I/O -----------------------------------------------------------------------------
 
@@ -133,60 +164,25 @@ class Connection:
         """Serve until EOF, a protocol violation, idle timeout or daemon shutdown."""
         reason = "eof"
         try:
-            try:
-                with trio.fail_after(self.host.handshake_timeout):
-                    self.peer, self.rule = await self.host.identify(self.stream)
-                    hello = await self._next_message(self.host.handshake_timeout)
-                    if not isinstance(hello, wire.Hello):
-                        raise BadRequest("the first message must be Hello")
-                    major = hello.protocol.split(".", 1)[0]
-                    if major != wire.PROTOCOL.split(".", 1)[0]:
-                        raise UnsupportedProtocol(
-                            f"daemon speaks protocol {wire.PROTOCOL}, client sent "
-                            f"{hello.protocol[:16]!r}"
-                        )
-                    await self.send(
-                        wire.Welcome(
-                            protocol=wire.PROTOCOL,
-                            daemon_version=self.host.version,
-                            peer=wire.PeerInfo(
-                                uid=self.peer.uid,
-                                pid=self.peer.pid,
-                                exe=self.peer.exe,
-                                caller=self.rule.name if self.rule else None,
-                                exe_verified=self.peer.exe_verified,
-                            ),
-                            policy_generation=self.host.policy_generation,
-                        )
-                    )
-            except trio.TooSlowError:
-                reason = "handshake timeout"
-                return
-            await self.host.record(
-                "connect",
-                durable=False,
-                conn=self.conn_id,
-                pid=self.peer.pid,
-                uid=self.peer.uid,
-                exe=self.peer.exe if self.peer.exe_verified else "exe unverified",
-                exe_verified=self.peer.exe_verified,
-                argv0=self.peer.argv[0][:256] if self.peer.argv else "",
-                caller=self.rule.name if self.rule else None,
-            )
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    await self._read_loop(nursery)
-                except _Closed as exc:
-                    reason = str(exc)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-                    reason = "broken"  # the peer left while we answered it
-                nursery.cancel_scope.cancel()  # the peer is gone: withdraw what it asked
+            with self._scope:
+                reason = await self._serve()
+            if self._scope.cancelled_caught:
+                reason = "evicted"
+                err = RateLimited(
+                    "aegisd is at its connection cap and closed this idle connection "
+                    "(no caller rule matches this process)",
+                    retry_after=1.0,
+                )
+                await self._try_send(
+                    wire.Error(code=err.code, message=err.message, retry_after=err.retry_after)
+                )
         except _Closed as exc:  # EOF before Hello (e.g. another aegisd probing the socket)
             reason = str(exc)
         except AegisError as exc:
             reason = exc.code
-            await self._try_send(wire.Error(code=exc.code, message=exc.message))
+            await self._try_send(
+                wire.Error(code=exc.code, message=exc.message, retry_after=exc.retry_after)
+            )
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             reason = "broken"
         finally:
@@ -198,6 +194,61 @@ class Connection:
                     )
             await trio.aclose_forcefully(self.stream)
 
+    async def _serve(self) -> str:
+        """Handshake and read loop; returns why the connection ended (or raises)."""
+        reason = "eof"
+        try:
+            with trio.fail_after(self.host.handshake_timeout):
+                self.peer, self.rule = await self.host.identify(self.stream)
+                self.host.admit(self)  # raises RateLimited: answered and closed by run()
+                self._last_active = trio.current_time()
+                hello = await self._next_message(self.host.handshake_timeout)
+                if not isinstance(hello, wire.Hello):
+                    raise BadRequest("the first message must be Hello")
+                major = hello.protocol.split(".", 1)[0]
+                if major != wire.PROTOCOL.split(".", 1)[0]:
+                    raise UnsupportedProtocol(
+                        f"daemon speaks protocol {wire.PROTOCOL}, client sent "
+                        f"{hello.protocol[:16]!r}"
+                    )
+                await self.send(
+                    wire.Welcome(
+                        protocol=wire.PROTOCOL,
+                        daemon_version=self.host.version,
+                        peer=wire.PeerInfo(
+                            uid=self.peer.uid,
+                            pid=self.peer.pid,
+                            exe=self.peer.exe,
+                            caller=self.rule.name if self.rule else None,
+                            exe_verified=self.peer.exe_verified,
+                        ),
+                        policy_generation=self.host.policy_generation,
+                    )
+                )
+        except trio.TooSlowError:
+            return "handshake timeout"
+        await self.host.record(
+            "connect",
+            durable=False,
+            conn=self.conn_id,
+            pid=self.peer.pid,
+            uid=self.peer.uid,
+            exe=self.peer.exe if self.peer.exe_verified else "exe unverified",
+            exe_verified=self.peer.exe_verified,
+            argv0=self.peer.argv[0][:256] if self.peer.argv else "",
+            caller=self.rule.name if self.rule else None,
+        )
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._read_loop(nursery)
+            except _Closed as exc:
+                reason = str(exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                reason = "broken"  # the peer left while we answered it
+            nursery.cancel_scope.cancel()  # the peer is gone: withdraw what it asked
+        return reason
+
     async def _try_send(self, msg: wire.DaemonMessage) -> None:
         try:
             with trio.move_on_after(1.0):
@@ -207,9 +258,15 @@ class Connection:
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         while True:
-            timeout = math.inf if self._inflight else self.host.idle_timeout
+            if self._busy():
+                timeout = math.inf
+            elif self.rule is None:
+                timeout = self.host.unmatched_idle_timeout
+            else:
+                timeout = self.host.idle_timeout
             try:
                 msg = await self._next_message(timeout)
+                self._last_active = trio.current_time()
             except (BadRequest, FrameTooLarge) as exc:
                 # answer, then close: the stream can no longer be trusted to be in sync
                 await self._try_send(wire.Error(code=exc.code, message=exc.message))
@@ -241,6 +298,7 @@ class Connection:
                 scope = trio.CancelScope()
                 self._inflight[msg.id] = scope
                 if isinstance(msg, wire.Watch):
+                    self._watches.add(msg.id)
                     nursery.start_soon(self._watch, msg.id, scope)
                 else:
                     nursery.start_soon(self._request, msg, scope)
@@ -251,13 +309,18 @@ class Connection:
                     target.cancel()
             else:
                 assert self.peer is not None
+                self._answering = True
                 try:
                     answer = await self.host.inspect(msg, self.peer, self.rule)
                 except AegisError as exc:
                     answer = wire.Error(
                         id=getattr(msg, "id", None), code=exc.code, message=exc.message
                     )
-                await self.send(answer)
+                try:
+                    await self.send(answer)
+                finally:
+                    self._answering = False
+                    self._last_active = trio.current_time()
 
     async def _request(
         self, msg: wire.Authorize | wire.Proxy | wire.ProposePolicy, scope: trio.CancelScope
@@ -291,6 +354,7 @@ class Connection:
         finally:
             self._inflight.pop(msg.id, None)
             self._cancel_reason.pop(msg.id, None)
+            self._last_active = trio.current_time()
 
     async def _watch(self, req_id: int, scope: trio.CancelScope) -> None:
         """One ``PolicyChanged`` now and one per reload, until cancelled or shutdown."""
@@ -308,6 +372,7 @@ class Connection:
             pass
         finally:
             self._inflight.pop(req_id, None)
+            self._watches.discard(req_id)
             self._cancel_reason.pop(req_id, None)
 
     def shutdown(self) -> None:

@@ -1,8 +1,8 @@
 """The Daemon: builds the parts from a Config and runs them under one nursery.
 
 Owns composition (audit, policy, broker, Auth0 client, listener), the accept loop and the
-connection cap, peer identification and its audit, the inspection requests (Status, pending
-list, cancel, Lock, ListActions), SIGHUP reload and orderly shutdown. It must not contain
+connection cap, peer identification and its audit, Status (the other inspection requests are
+``inspection.py``'s), SIGHUP reload and orderly shutdown. It must not contain
 protocol framing (``connection.py``), socket safety checks (``server.py``) or request
 decisions (``broker.py``). No global state: tests build a fresh ``Daemon`` per test.
 """
@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-import msgspec
 import trio
 
-from aegisd import wire
+from aegisd import instance_lock, wire
+from aegisd.approvals import Approvals
 from aegisd.audit import AuditLog
 from aegisd.audit_anchor import Anchor
 from aegisd.audit_recorder import AuditChecker, AuditRecorder, log_tip, open_audit
@@ -30,9 +30,11 @@ from aegisd.audit_status import audit_fields
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config
+from aegisd.conn_limits import ConnectionLimits
 from aegisd.connection import Connection
 from aegisd.errors import AegisError, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
+from aegisd.inspection import Inspection
 from aegisd.mode import running_mode, user_name
 from aegisd.peer import (
     ExeHasher,
@@ -53,6 +55,10 @@ from aegisd.version import installed_version
 __all__ = ["Daemon", "daemon_version"]
 
 log = logging.getLogger(__name__)
+
+# Connections accepted beyond ``max_connections`` while their peer is identified (admission
+# then keeps them, evicts an idle unmatched one for them, or refuses them).
+_ADMISSION_SLACK = 32
 
 
 # a Status waits this long for the audit check to catch up, then answers "verifying"
@@ -79,6 +85,7 @@ class Daemon:
         self.version = daemon_version()
         self.handshake_timeout = config.daemon.handshake_timeout
         self.idle_timeout = config.daemon.idle_timeout
+        self.unmatched_idle_timeout = config.daemon.unmatched_idle_timeout
         self._now = now
         self._secrets = secrets
         self._auth0_http = auth0_http
@@ -86,7 +93,8 @@ class Daemon:
         self._approver = approver
         self._hasher = ExeHasher()
         self._needs_hash = any(rule.sha256 for rule in config.callers)
-        self._connections: dict[int, Connection] = {}
+        self._connections: dict[int, Connection] = {}  # every one, admitted or not yet
+        self.limits = ConnectionLimits(lambda: self.config.daemon)
         self._next_conn = 0
         self._started_wall = now()
         self._started = 0.0
@@ -113,6 +121,7 @@ class Daemon:
         self._mode, self._user = running_mode(), user_name(os.getuid())
         self._hardening = memory_access_state()
         self.proposals = ProposalDesk(None, self.record)
+        self.inspection = Inspection(record=self.record, keeper=self.keeper, mode=self._mode)
         self.listener: Listener | None = None
         self.broker: Broker  # built in serve()
         self.stopping = False
@@ -125,15 +134,18 @@ class Daemon:
 
     async def serve(self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
         self._started = trio.current_time()
-        # The socket first: a second aegisd beside a live one must stop before it touches
-        # (and "repairs") the running daemon's audit log.
-        self.listener = await open_listener(
-            self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
-        )
+        # The audit log's lock, then the socket: a second aegisd (even one whose socket was
+        # deleted) must stop before it touches (and "repairs") the running one's log (13.10).
+        lock = await instance_lock.take(self.config.audit_path(), self.config.socket_path())
         try:
+            self.listener = await open_listener(
+                self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
+            )
             self._truncated = await trio.to_thread.run_sync(open_audit, self.audit, self.recorder)
         except BaseException:
-            self.listener.close()
+            if self.listener is not None:
+                self.listener.close()
+            lock.release()
             raise
         for problem in self.audit.recovered:
             log.warning("audit log: %s", problem)
@@ -151,10 +163,9 @@ class Daemon:
                 approver = self._approver
                 if approver is None and self.config.auth0 is not None:
                     approver = self._build_approver(auth0_http)
-                self.broker = Broker(
+                approvals = Approvals(
                     approver=approver,
                     record=self.record,
-                    http=proxy_http,
                     now=self._now,
                     max_pending=self.config.daemon.max_pending,
                     max_pending_per_caller=self.config.daemon.max_pending_per_caller,
@@ -167,6 +178,7 @@ class Daemon:
                     ),
                     offline_access=bool(self.config.auth0 and self.config.auth0.offline_access),
                 )
+                self.broker = Broker(approvals=approvals, record=self.record, http=proxy_http)
                 self._auth0_state = getattr(approver, "state", None)
                 self.proposals = ProposalDesk(
                     approver,
@@ -212,6 +224,7 @@ class Daemon:
                 self.audit.close()
                 if self.recorder.anchor is not None:
                     self.recorder.anchor.close()
+                lock.release()
 
     async def _missing_secrets(self) -> list[str]:
         """Warn at start about secrets the config needs and the backend lacks.
@@ -284,7 +297,10 @@ class Daemon:
                     continue
                 raise
             self._next_conn += 1
-            if len(self._connections) >= self.config.daemon.max_connections:
+            # The caps per peer, per uid and in total, and eviction, need the peer: they are
+            # applied once it is identified (``admit``). This bound only caps the sockets
+            # held meanwhile, and those being refused.
+            if len(self._connections) >= self.config.daemon.max_connections + _ADMISSION_SLACK:
                 nursery.start_soon(self._refuse_busy, stream)
                 continue
             conn = Connection(self, stream, self._next_conn)
@@ -298,6 +314,7 @@ class Daemon:
             log.exception("connection %d crashed", conn.conn_id)
         finally:
             self._connections.pop(conn.conn_id, None)
+            self.limits.release(conn)
 
     async def _refuse_busy(self, stream: trio.SocketStream) -> None:
         err = RateLimited(
@@ -311,6 +328,10 @@ class Daemon:
         await trio.aclose_forcefully(stream)
 
     # ---- Host protocol for connections ------------------------------------------------------
+
+    def admit(self, conn: Connection) -> None:
+        """Per-peer, per-uid and total caps once the peer is known (``conn_limits.py``)."""
+        self.limits.admit(conn)
 
     async def identify(self, stream: trio.SocketStream) -> tuple[PeerIdentity, CallerRule | None]:
         sock = stream.socket
@@ -350,60 +371,10 @@ class Daemon:
     async def inspect(
         self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
     ) -> wire.DaemonMessage:
-        match msg:
-            case wire.Status(id=req_id):
-                return await self._status(req_id)
-            case wire.Reload() | wire.ShowPolicy():
-                return await self.keeper.answer(msg, peer)
-            case wire.ListPending(id=req_id):
-                return wire.PendingList(id=req_id, pending=self.broker.pending())
-            case wire.CancelPending(id=req_id, pending_id=pid):
-                if not self.broker.cancel_pending(pid):
-                    return wire.Error(
-                        id=req_id,
-                        code="not_found",
-                        message=f"no pending approval {pid[:64]!r} (answered, expired or "
-                        "cancelled? `aegisctl pending` lists them)",
-                    )
-                await self.record("operator_cancel", pid=peer.pid, pending_id=pid)
-                return wire.Locked(id=req_id, cancelled=1, forgotten=0)
-            case wire.Lock(id=req_id):
-                cancelled, forgotten = self.broker.lock()
-                await self.record("lock", pid=peer.pid, cancelled=cancelled, forgotten=forgotten)
-                return wire.Locked(id=req_id, cancelled=cancelled, forgotten=forgotten)
-            case wire.ListActions(id=req_id):
-                if rule is None:
-                    await self.record(
-                        "refused",
-                        pid=peer.pid,
-                        exe=peer.exe,
-                        code="peer_rejected",
-                        reason="no caller rule matches",
-                        request="list_actions",
-                    )
-                    raise PeerRejected(explain_no_match(peer, self.policy.callers))
-                return wire.Actions(
-                    id=req_id,
-                    actions=[
-                        wire.ActionInfo(
-                            name=a.name,
-                            description=a.spec.description,
-                            approval=a.spec.approval,
-                            delivery=a.spec.delivery,
-                            params_schema=a.params_schema(),
-                            body=bool(a.spec.request and a.spec.request.body),
-                            method=a.spec.request.method if a.spec.request else "",
-                            title=a.spec.title,
-                            annotations={
-                                k: v
-                                for k, v in msgspec.structs.asdict(a.spec.annotations).items()
-                                if v is not None
-                            },
-                        )
-                        for a in self.policy.actions_for(rule)
-                    ],
-                )
-        raise AegisError("unexpected message")  # pragma: no cover - exhaustive above
+        if isinstance(msg, wire.Status):
+            return await self._status(msg.id)
+        # who may see and cancel which pending approvals: aegisd/inspection.py
+        return await self.inspection.answer(msg, peer, rule, self.broker)
 
     async def _status(self, req_id: int) -> wire.StatusReport:
         verified, verifying = await self.checker.check(wait=_STATUS_VERIFY_WAIT)

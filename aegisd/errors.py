@@ -28,6 +28,7 @@ all share it, and ``import aegisd.client`` has to stay light.
     ├── DaemonUnavailable            daemon_unavailable    3   (client side only)
     ├── DaemonUntrusted              daemon_untrusted     19   (client side only)
     ├── ConfigError                  config_invalid       78   (local only, never on the wire)
+    │   ├── UnsafeFile               unsafe_file          78   (local only)
     │   └── AlreadyRunning           already_running      18   (local only)
     └── SecretsUnavailable           secrets_unavailable  79   (local only, never on the wire)
 
@@ -67,6 +68,7 @@ __all__ = [
     "SecretsUnavailable",
     "ShuttingDown",
     "UnknownAction",
+    "UnsafeFile",
     "UnsupportedProtocol",
     "UpstreamError",
     "error_for_code",
@@ -304,8 +306,27 @@ class ConfigError(AegisError):
         super().__init__(message or "; ".join(self.problems) or "invalid configuration")
 
 
+class UnsafeFile(ConfigError):
+    """Local only: a file aegisd would trust (its config, its policy file) could be changed by
+    another account: group- or world-writable, owned by another uid, a symlink, or inside a
+    directory others can write (``aegisd.trusted_file``).
+
+    Attributes:
+        reason: what is wrong, without the fix.
+        fix: a shell command (or instruction) that makes the file safe.
+    """
+
+    code = "unsafe_file"
+
+    def __init__(self, message: str, *, fix: str) -> None:
+        self.reason = message
+        self.fix = fix
+        super().__init__(f"{message}; fix: {fix}")
+
+
 class AlreadyRunning(ConfigError):
-    """Local only: another aegisd answers on the socket, or the port asked for is taken."""
+    """Local only: another aegisd answers on the socket or holds the audit log's lock, or the
+    port asked for is taken."""
 
     code = "already_running"
     exit_code = 18

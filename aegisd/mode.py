@@ -2,9 +2,11 @@
 
 Owns the two small decisions that depend on the daemon's account: ``running_mode``
 (``separated`` when aegisd runs as the daemon account, ``aegis``/``_aegis``, see
-``aegisd.accounts.daemon_account``; ``same-uid`` otherwise) and ``operator_refusal`` (operator
-requests such as ``Reload`` come from the daemon's own uid or root). Kept in one place so an
-"operator" notion in caller rules can replace the uid rule later. No I/O beyond passwd.
+``aegisd.accounts.daemon_account``; ``same-uid`` otherwise), ``operator_refusal`` (operator
+requests such as ``Reload`` come from the daemon's own uid or root) and ``sees_everything``
+(who may list and cancel every caller's pending approvals: a caller rule with ``operator =
+true``, or an account the agent cannot be: root, and the daemon's own account in separated
+mode). No I/O beyond passwd.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import os
 import pwd
 
 from aegisd.accounts import daemon_uid
+from aegisd.config import CallerRule
 from aegisd.peer import PeerIdentity
 
-__all__ = ["operator_refusal", "running_mode", "user_name"]
+__all__ = ["operator_refusal", "running_mode", "sees_everything", "user_name"]
 
 
 def running_mode() -> str:
@@ -39,3 +42,19 @@ def operator_refusal(peer: PeerIdentity) -> str | None:
         "reload is for the operator (aegisd's own account or root): run "
         "`sudo systemctl reload aegisd` or `sudo aegisctl reload`"
     )
+
+
+def sees_everything(peer: PeerIdentity, rule: CallerRule | None, mode: str) -> bool:
+    """May ``peer`` list and cancel every caller's pending approvals (issue 13 finding 5)?
+
+    Yes for a peer whose caller rule says ``operator = true`` (``aegisctl``'s rule), and for
+    accounts the agent cannot be: root (when ``allowed_uids`` admits it) and, in separated
+    mode, the daemon's own account. The daemon's uid alone is not enough in same-uid mode:
+    there every process of the person's, the agent included, has it.
+    """
+    if rule is not None and rule.operator:
+        return True
+    own = os.getuid()
+    if peer.uid == 0 and own != 0:
+        return True
+    return mode == "separated" and peer.uid == own

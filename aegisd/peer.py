@@ -110,6 +110,14 @@ class PeerIdentity:
     # False when /proc/<pid>/exe could not be read: ``exe`` is then "" and exe/sha256 rules
     # never match; ``argv[0]`` is only what the process claims to be
     exe_verified: bool = True
+    # the process's start time (Linux: /proc/<pid>/stat field 22, clock ticks since boot;
+    # 0 when unknown): with uid and pid it names one process, even after its pid is reused
+    start_time: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """(uid, pid, start time): one process, for per-peer accounting (conn_limits.py)."""
+        return (self.uid, self.pid, self.start_time)
 
     def describe(self) -> str:
         if not self.exe_verified:
@@ -150,6 +158,17 @@ def _parents(pid: int, proc_root: str) -> tuple[tuple[int, str], ...]:
         chain.append((ppid, _comm(ppid, proc_root)))
         current = ppid
     return tuple(chain)
+
+
+def _start_time(proc: str) -> int:
+    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks after boot), or 0."""
+    try:
+        with open(f"{proc}/stat", "rb") as f:
+            stat = f.read().decode("utf-8", "replace")
+        # comm may contain spaces and parens: fields resume after the last ')' at field 3
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _comm(pid: int, proc_root: str) -> str:
@@ -214,6 +233,7 @@ def _read_peer_linux(sock: socket.socket, proc_root: str) -> PeerIdentity:
                     f"executable not readable ({errno.errorcode.get(exc.errno or 0, '?')})"
                 )
         argv = _read_cmdline(proc)
+        start_time = _start_time(proc)
         parents = _parents(pid, proc_root)
         verified = False
         if pidfd is not None:
@@ -235,6 +255,7 @@ def _read_peer_linux(sock: socket.socket, proc_root: str) -> PeerIdentity:
         platform="linux",
         notes=tuple(notes),
         exe_verified=exe_verified,
+        start_time=start_time,
     )
 
 
@@ -269,6 +290,7 @@ def _read_peer_macos(sock: socket.socket) -> PeerIdentity:  # pragma: no cover -
         pidfd_verified=True,
         exe_verified=bool(exe),
         platform="darwin",
+        start_time=token.pidversion,  # tells a reused pid apart, as a start time does
         notes=("macOS: executable read by pid (psutil), audit token version checked",),
     )
 

@@ -343,8 +343,14 @@ def compile_policy(cfg: Config) -> Policy:
         if rule.name in names:
             problems.append(f"{where}.name: duplicate caller name {rule.name!r}")
         names.add(rule.name)
-        if not rule.actions:
+        if not rule.actions and not rule.operator:
             problems.append(f"{where}.actions: lists no actions (the rule would allow nothing)")
+        if rule.operator and not (rule.exe or rule.sha256 or rule.argv or rule.uids):
+            # it would match every process, the agent included (issue 13 finding 5)
+            problems.append(
+                f"{where}.operator: an operator rule must state a condition (argv, exe, "
+                'sha256 or uids), e.g. argv = ["*/aegisctl *"]; it would match every process'
+            )
         for pat in rule.actions:
             if not any(fnmatch.fnmatchcase(a, pat) for a in cfg.actions):
                 problems.append(f"{where}.actions: {pat!r} matches no defined action")

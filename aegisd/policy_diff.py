@@ -118,6 +118,10 @@ def _caller_changes(old: CallerRule, new: CallerRule, names: Sequence[str]) -> l
         out.append(Change("weaker", subject, f"may now use {', '.join(more)}"))
     elif new.actions != old.actions:
         out.append(Change("changed", subject, "action patterns"))
+    if new.operator != old.operator:
+        # an operator sees and cancels every caller's pending approvals (inspection.py)
+        kind: Kind = "weaker" if new.operator else "changed"
+        out.append(Change(kind, subject, f"operator {old.operator} -> {new.operator}"))
     for key in ("exe", "sha256", "argv", "uids"):
         before, after = getattr(old, key), getattr(new, key)
         if before == after:
@@ -151,7 +155,8 @@ def diff_policies(
     for name, (_, rule) in new_by_name.items():
         if name not in old_by_name:
             allowed = ", ".join(sorted(_allowed(rule, sorted(new_actions)))) or "nothing"
-            changes.append(Change("added", f"caller {name}", f"may use {allowed}"))
+            extra = "; operator: sees every pending approval" if rule.operator else ""
+            changes.append(Change("added", f"caller {name}", f"may use {allowed}{extra}"))
     for name in old_by_name:
         if name not in new_by_name:
             changes.append(Change("removed", f"caller {name}", "no longer matches anything"))

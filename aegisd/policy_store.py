@@ -6,8 +6,9 @@ mode, DESIGN §4): the policy file records the SHA-256 of the config tables it w
 from (``base-sha256``). When the config's tables still hash to that base, the policy file is
 the active policy (an approved ``policy propose`` changed it). When they differ, root has
 edited the config since, so the config wins and the file is rewritten from it (the caller
-audits ``policy_from_config``). A policy file that is unsafe (not ours, writable by others),
-unreadable or invalid also yields the config's tables. Blocking I/O: run in a worker thread.
+audits ``policy_from_config``). A policy file that is unsafe (``trusted_file``: a symlink,
+not ours, writable by others, in a directory others can change), unreadable or invalid also
+yields the config's tables. Blocking I/O: run in a worker thread.
 It must not decide whether a proposal may be applied (``proposal.py`` does).
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from aegisd.config import Config
 from aegisd.errors import ConfigError
 from aegisd.policy import Policy, compile_policy
 from aegisd.policy_text import parse_policy, policy_sha256, render_policy
+from aegisd.trusted_file import read_trusted
 
 __all__ = ["Active", "base_sha256", "load_active", "write_policy_file"]
 
@@ -97,17 +98,17 @@ def load_active(cfg: Config) -> Active:
     base = base_sha256(cfg)
     reason: str | None = None
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            text = f.read(1024 * 1024).decode("utf-8", "replace")
+        # written by aegisd alone: owned by its uid (not even root), O_NOFOLLOW, fstat
+        data = read_trusted(path, owners={os.geteuid()}, what="policy file", max_bytes=1 << 20)
     except FileNotFoundError:
         return _from_config(cfg, policy, "config", None)
     except OSError as exc:
         reason = f"cannot read {path} ({exc.strerror})"
+    except ConfigError as exc:  # UnsafeFile: the config's own tables, never the file's
+        reason = exc.message
     else:
-        if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o022:
-            reason = f"{path} is not aegisd's own or is writable by others"
-        elif (m := _BASE_RE.search(text)) is None or m.group(1) != base:
+        text = data.decode("utf-8", "replace")
+        if (m := _BASE_RE.search(text)) is None or m.group(1) != base:
             reason = "the config's policy changed since the policy file was written"
         else:
             try:

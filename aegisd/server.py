@@ -23,6 +23,7 @@ from typing import Final
 
 import trio
 
+from aegisd.config import max_socket_path_length
 from aegisd.errors import AlreadyRunning, ConfigError
 
 __all__ = [
@@ -30,18 +31,12 @@ __all__ = [
     "Listener",
     "access_for",
     "check_socket_mode",
-    "max_path_length",
     "notify",
     "open_listener",
     "prepare_directory",
 ]
 
 SD_LISTEN_FDS_START: Final = 3
-
-
-def max_path_length() -> int:
-    """Usable bytes in ``sun_path``: 107 on Linux, 103 on macOS and the BSDs."""
-    return 107 if sys.platform.startswith("linux") else 103
 
 
 @dataclass
@@ -263,9 +258,9 @@ async def open_listener(path: Path, backlog: int = 128, access: Access | None = 
         return Listener(trio.socket.from_stdlib_socket(std), real, how, owns_path=False)
 
     raw = os.fsencode(path)
-    if len(raw) > max_path_length():
+    if len(raw) > max_socket_path_length():
         raise ConfigError(
-            f"{path}: socket path is {len(raw)} bytes, the limit is {max_path_length()}; "
+            f"{path}: socket path is {len(raw)} bytes, the limit is {max_socket_path_length()}; "
             "set [daemon] socket to a shorter path"
         )
     prepare_directory(path.parent, access)

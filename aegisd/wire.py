@@ -128,18 +128,24 @@ class Watch(_Msg, tag="watch", frozen=True, kw_only=True):
 
 
 class ListPending(_Msg, tag="list_pending", frozen=True, kw_only=True):
+    """Pending approvals: every caller's for an operator, else the asking process's own
+    (``PendingList.scope`` says which; aegisd/inspection.py)."""
+
     id: int
 
 
 class CancelPending(_Msg, tag="cancel_pending", frozen=True, kw_only=True):
-    """Operator: withdraw a pending approval by its ``PendingInfo.pending_id`` (any caller's)."""
+    """Withdraw a pending approval by its ``PendingInfo.pending_id``: an operator any caller's,
+    a matched caller only its own (else ``not_found``), an unmatched peer none
+    (``peer_rejected``)."""
 
     id: int
     pending_id: str
 
 
 class Lock(_Msg, tag="lock", frozen=True, kw_only=True):
-    """Operator: cancel every pending approval and forget every remembered one."""
+    """Cancel every pending approval and forget every remembered one (open to every peer:
+    it only makes things stricter)."""
 
     id: int
 
@@ -288,6 +294,10 @@ class PendingInfo(msgspec.Struct, frozen=True, kw_only=True):
 class PendingList(_Msg, tag="pending_list", frozen=True, kw_only=True):
     id: int
     pending: list[PendingInfo]
+    # whose approvals ``pending`` holds: "all" (an operator; also what daemons before this
+    # field always sent), "own" (the asking process's), "none" (no caller rule matches it)
+    scope: str = "all"
+    note: str = ""  # for people: why the list is limited and how to see everything
 
 
 class Locked(_Msg, tag="locked", frozen=True, kw_only=True):

@@ -314,9 +314,20 @@ def activated(files: Files, spawn_daemon: Spawn) -> DaemonProcess:
     argv = [str(ACTIVATE), "-l", str(files.socket), "-E", "NOTIFY_SOCKET"]
     argv += [str(AEGISD), "--config", str(files.config)]
     d = spawn_daemon(files, start=False, argv=argv)
-    # systemd-socket-activate binds, then waits for the first connection before exec'ing
-    wait_for(files.socket.exists, timeout=10, what="systemd-socket-activate to bind")
+    # systemd-socket-activate binds, listens, then waits for the first connection before
+    # exec'ing; between bind and listen a connect is refused, so wait for the listening state
+    wait_for(lambda: _listening(files.socket), timeout=10, what="systemd-socket-activate")
     return d
+
+
+def _listening(path: Path) -> bool:
+    """/proc/net/unix lists the socket with __SO_ACCEPTCON (flags 00010000) once it listens."""
+    with open("/proc/net/unix") as table:
+        return any(
+            line.split()[-1] == str(path) and line.split()[3] == "00010000"
+            for line in table
+            if len(line.split()) >= 8
+        )
 
 
 @needs_activate

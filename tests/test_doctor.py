@@ -204,3 +204,31 @@ def test_no_callers_warns_default_deny(write_config: Callable[..., Files]) -> No
     _, checks = doctor(files)
     assert checks["callers"]["verdict"] == "warn"
     assert "default deny" in checks["callers"]["detail"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a store of another account")
+def test_a_store_of_the_daemon_account_gets_the_system_fix(
+    write_config: Callable[..., Files], tenant: FakeTenant, aeg_root: Path
+) -> None:
+    """Separated mode: the store is the daemon account's, so `secrets set` must be --system."""
+    import pwd
+
+    store = aeg_root / "store"
+    store.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(store, nobody.pw_uid, nobody.pw_gid)
+    section = auth0_section(tenant.port).replace(
+        'backend = "env"\n', f'backend = "file"\ndir = "{store}"\n'
+    )
+    files = write_config(extra=section)
+    code, checks = doctor(files, {"AEGIS_DAEMON_USER": "nobody"})
+    assert code == 1
+    check = checks["secret:auth0_client_secret"]
+    assert (check["verdict"], check["detail"]) == ("fail", "missing")  # root read the store
+    assert check["fix"] == "sudo aegisctl secrets set --system auth0_client_secret"
+    secret = store / "auth0_client_secret"
+    secret.write_text("doctor-secret-value")
+    os.chmod(secret, 0o600)
+    os.chown(secret, nobody.pw_uid, nobody.pw_gid)
+    code, checks = doctor(files, {"AEGIS_DAEMON_USER": "nobody"})
+    assert checks["secret:auth0_client_secret"]["verdict"] == "ok"

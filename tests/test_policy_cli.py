@@ -10,6 +10,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+from aegisctl.outputs import ProposeOutput, ReloadOutput
+
 from tests.corekit import DaemonProcess, Files, audit_records, run_ctl, status_roundtrip
 
 Spawn = Callable[..., DaemonProcess]
@@ -40,6 +43,24 @@ def test_reload_of_an_invalid_config_keeps_the_policy_and_exits_78(
     assert status_roundtrip(files.socket).actions == 1
 
 
+def test_reload_json_follows_its_documented_schema(
+    write_config: WriteConfig, spawn_daemon: Spawn
+) -> None:
+    files = write_config()
+    spawn_daemon(files)
+    done = run_ctl(files, "reload", "--json")
+    assert done.returncode == 0, done.stderr
+    good = msgspec.json.decode(done.stdout, type=ReloadOutput)
+    assert good.ok and good.problems == []
+    assert good.policy_sha256 == status_roundtrip(files.socket).policy_sha256
+    files.config.write_text(files.config.read_text() + '\n[actions."bad"]\napprovl = "x"\n')
+    done = run_ctl(files, "--json", "reload")
+    assert done.returncode == 78
+    bad = msgspec.json.decode(done.stdout, type=ReloadOutput)
+    assert not bad.ok and bad.generation == good.generation
+    assert any("approvl" in p for p in bad.problems)
+
+
 def test_policy_show_round_trips_through_propose(
     write_config: WriteConfig, spawn_daemon: Spawn, aeg_root: Path
 ) -> None:
@@ -56,6 +77,10 @@ def test_policy_show_round_trips_through_propose(
     done = run_ctl(files, "policy", "propose", str(proposal))
     assert done.returncode == 0, done.stderr
     assert f"no change: the active policy already is this one ({sha[:12]})" in done.stdout
+    done = run_ctl(files, "policy", "propose", str(proposal), "--json")
+    assert done.returncode == 0, done.stderr
+    same = msgspec.json.decode(done.stdout, type=ProposeOutput)
+    assert same.ok and not same.applied and same.sha256 == sha
 
 
 def test_propose_refuses_daemon_settings_with_78(
@@ -70,6 +95,11 @@ def test_propose_refuses_daemon_settings_with_78(
     done = run_ctl(files, "policy", "propose", str(proposal))
     assert done.returncode == 78
     assert "key daemon: a policy carries only [[callers]] and [actions]" in done.stderr
+    done = run_ctl(files, "policy", "propose", str(proposal), "--json")
+    assert done.returncode == 78
+    refused = msgspec.json.decode(done.stdout, type=ProposeOutput)
+    assert not refused.ok and not refused.applied
+    assert any("a policy carries only" in p for p in refused.problems)
 
 
 def test_propose_refuses_a_text_over_one_frame_before_connecting(aeg_root: Path) -> None:

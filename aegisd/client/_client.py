@@ -406,10 +406,16 @@ class AegisClient:
                 raise
 
     async def pending(self) -> list[wire.PendingInfo]:
+        """The pending approvals this connection may see (``list_pending`` says whose)."""
+        return (await self.list_pending()).pending
+
+    async def list_pending(self) -> wire.PendingList:
+        """Pending approvals with their ``scope``: ``all`` for an operator, ``own`` (this
+        process's) for another caller, ``none`` when no caller rule matches, and a ``note``."""
         final = await self._simple(wire.ListPending(id=next(self._ids)))
         if not isinstance(final, wire.PendingList):
             raise BadRequest("unexpected answer to pending")
-        return final.pending
+        return final
 
     async def cancel_pending(self, pending_id: str) -> None:
         await self._simple(wire.CancelPending(id=next(self._ids), pending_id=pending_id))

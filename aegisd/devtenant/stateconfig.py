@@ -100,6 +100,14 @@ def render_aegisd_toml(
     lines += _section(["auth0", "token_vault"], {"client_id": facts.api_client_id})
     lines += _section(["secrets"], {"backend": "env"})
     lines += [
+        # aegisctl first (the first matching rule wins, and the next one names only the
+        # interpreter): an operator sees and cancels every caller's pending approvals
+        "[[callers]]",
+        f"name = {toml_value('operator')}",
+        f"exe = {toml_value([exe])}",
+        f"argv = {toml_value(['*/aegisctl *'])}",
+        "operator = true",
+        "",
         "[[callers]]",
         f"name = {toml_value('local-python')}",
         f"exe = {toml_value([exe])}",

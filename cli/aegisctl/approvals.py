@@ -1,4 +1,10 @@
-"""``aegisctl pending``, ``cancel ID`` and ``lock``: the operator's hand on pending approvals."""
+"""``aegisctl pending``, ``cancel ID`` and ``lock``: the operator's hand on pending approvals.
+
+The daemon shows every caller's pending approvals only to an operator (a caller rule with
+``operator = true`` matching aegisctl, root, or the daemon's account in separated mode); any
+other process sees only its own, and one that matches no caller rule sees none
+(aegisd/inspection.py). ``pending`` says so whenever its list is limited.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +24,23 @@ from aegisctl.talk import call
 @json_option
 @pass_cli
 def pending(cli: CliContext, as_json: bool) -> None:
-    """List approvals waiting on the phone."""
-    items = call(cli.socket(), lambda c: c.pending())
+    """List approvals waiting on the phone (every caller's only for an operator rule)."""
+    listing = call(cli.socket(), lambda c: c.list_pending())
+    items = listing.pending
     if as_json:
-        emit(PendingOutput(pending=msgspec.convert(msgspec.to_builtins(items), list[PendingItem])))
+        emit(
+            PendingOutput(
+                pending=msgspec.convert(msgspec.to_builtins(items), list[PendingItem]),
+                scope=listing.scope,
+                note=listing.note,
+            )
+        )
         return
+    if listing.scope != "all":
+        # on stderr: stdout stays the list itself, and nobody mistakes it for everything
+        click.echo(f"note: {listing.note or 'this list is limited'}", err=True)
     if not items:
-        click.echo("no approvals pending")
+        click.echo("no approvals pending" if listing.scope == "all" else "none of yours pending")
         return
     now = time.time()
     for p in items:
@@ -48,7 +64,11 @@ def pending(cli: CliContext, as_json: bool) -> None:
 @json_option
 @pass_cli
 def cancel(cli: CliContext, pending_id: str, as_json: bool) -> None:
-    """Withdraw one pending approval (its callers get `cancelled`); exit 17 if there is none."""
+    """Withdraw one pending approval (its callers get `cancelled`); exit 17 if there is none.
+
+    Any caller's for an operator rule; otherwise only this process's own (exit 17 for others,
+    exit 4 when no caller rule matches aegisctl). `lock` is open to everyone.
+    """
     call(cli.socket(), lambda c: c.cancel_pending(pending_id))
     if as_json:
         emit(CancelOutput(cancelled=pending_id))

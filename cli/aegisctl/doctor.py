@@ -28,15 +28,18 @@ from aegisctl.context import CliContext, pass_cli
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.output import colour_enabled, emit, json_option, verdict
 from aegisctl.outputs import CheckOutput, DoctorOutput
+from aegisctl.secrets import SYSTEM_SET_HINT
+from aegisd import instance_lock
 from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
 from aegisd.audit_anchor import read_anchor
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
-from aegisd.errors import AegisError, ConfigError
+from aegisd.errors import AegisError, ConfigError, UnsafeFile
+from aegisd.file_store import FileSecretStore, default_secrets_dir
 from aegisd.policy import compile_policy
 from aegisd.runtime_dir import fallback_reason
-from aegisd.secrets import env_var_name, needed_secrets, open_secret_store
+from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
 from aegisd.wire import StatusReport
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -68,6 +71,8 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
                 "" if exists else "write a config (see docs/CONFIG.md) or run the dev tenant",
             )
         )
+    except UnsafeFile as exc:  # what aegisd refuses at start: say so with the command
+        checks.append(Check("config", "fail", exc.reason, exc.fix))
     except ConfigError as exc:
         checks.append(
             Check("config", "fail", "; ".join(exc.problems[:5]), "fix the keys named above")
@@ -89,6 +94,10 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
     socket = cli.socket()
     checks.append(_socket_dir_check(socket))
     daemon_check, report = await _daemon_check(socket, timeout)
+    if report is None:  # a daemon may run without its socket
+        daemon_check = _lock_check(
+            socket, (cfg or cli.partial_config() or Config()).audit_path(), daemon_check
+        )
     checks.append(daemon_check)
     checks.append(_mode_check(report))
     if cfg is not None:
@@ -156,6 +165,13 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
             f"nothing at {socket}: aegisd is not running",
             "start it with `aegisd` or `aegisctl service install`",
         ), None
+    except PermissionError:  # e.g. /run/aegis before the person's new group is in effect
+        return Check(
+            "daemon",
+            "fail",
+            f"{socket}: its directory cannot be entered from this account",
+            "separated mode: log out and in after `install --system` (group aegis-clients)",
+        ), None
     try:
         with trio.fail_after(timeout):
             async with AegisClient(socket, client_name="aegisctl-doctor") as c:
@@ -168,6 +184,45 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
     return Check(
         "daemon", "ok", f"aegisd {report.daemon_version} (pid {report.pid}) answers on {socket}"
     ), report
+
+
+def _lock_check(socket: Path, audit: Path, missing: Check) -> Check:
+    """Nothing at the socket: does a daemon still hold the audit log's lock (issue 13.10)?"""
+    try:
+        os.lstat(socket)
+        return missing  # something is there: the daemon check has said what
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return missing
+    found = instance_lock.probe(audit)
+    if found.state == "held":
+        pid = found.pid if found.pid is not None else "?"
+        if found.socket and found.socket != str(socket) and os.path.lexists(found.socket):
+            return Check(
+                "daemon",
+                "fail",
+                f"nothing at {socket}, but aegisd (pid {pid}) runs on {audit} with the socket "
+                f"{found.socket}",
+                f"aegisctl --socket {found.socket} ..., or set [daemon] socket in the config",
+            )
+        return Check(
+            "daemon",
+            "fail",
+            f"aegisd is running (pid {pid}) but its socket {socket} is gone: no client can "
+            "reach it",
+            f"restart it: `kill -TERM {pid}`, then start aegisd again (a service: "
+            "`systemctl --user restart aegisd.socket aegisd`)",
+        )
+    if found.state == "unknown":
+        return Check(
+            missing.name,
+            missing.verdict,
+            f"{missing.detail} (whether an aegisd still runs on {audit} cannot be seen from "
+            f"this account: {found.detail})",
+            f"{missing.fix}; or `sudo aegisctl doctor` to check the lock",
+        )
+    return missing
 
 
 def _mode_check(report: StatusReport | None) -> Check:
@@ -226,11 +281,42 @@ def _audit_check(cfg: Config, report: StatusReport | None) -> Check:
     return Check("audit", "warn" if result.warnings else "ok", result.summary())
 
 
+def _daemon_owned(cfg: Config) -> int | None:
+    """The daemon account's uid when the file store is that account's (separated mode)."""
+    account = daemon_uid()
+    if cfg.secrets.backend != "file" or account is None or account == os.getuid():
+        return None
+    directory = Path(cfg.secrets.dir or default_secrets_dir()).expanduser()
+    try:
+        return account if directory.stat().st_uid == account else None
+    except OSError:  # missing, or a parent we may not traverse: the daemon's all the same
+        return account if cfg.secrets.dir else None
+
+
 def _secret_fix(cfg: Config, name: str) -> str:
     """A fix that works with this backend (the env backend refuses `secrets set`)."""
     if cfg.secrets.backend == "env":
         return f"set {env_var_name(name)} in aegisd's environment (env backend), and restart it"
+    if _daemon_owned(cfg) is not None:
+        return f"{SYSTEM_SET_HINT} {name}"
     return f"aegisctl secrets set {name}"
+
+
+def _open_store(cfg: Config) -> SecretStore:
+    account = _daemon_owned(cfg)
+    if account is None:
+        return open_secret_store(cfg.secrets)
+    # the daemon account's store: root reads it as that account's (its owner check must too)
+    directory = Path(cfg.secrets.dir or default_secrets_dir()).expanduser()
+    return FileSecretStore(directory, owner_uid=account, set_hint=SYSTEM_SET_HINT)
+
+
+def _store_fix(cfg: Config) -> str:
+    if _daemon_owned(cfg) is not None and os.getuid() != 0:
+        return "the store is the daemon account's: run `sudo aegisctl doctor` to check it"
+    if cfg.secrets.backend == "file":
+        return "see docs/OPERATIONS.md §5, Secrets in separated mode"
+    return "see docs/OPERATIONS.md §2, Keyring set-up"
 
 
 async def _secrets_checks(cfg: Config) -> list[Check]:
@@ -248,7 +334,7 @@ async def _secrets_checks(cfg: Config) -> list[Check]:
             )
         )
     try:
-        store = open_secret_store(cfg.secrets)
+        store = _open_store(cfg)
         describe = getattr(store, "describe", None)
         if describe is not None:
             checks.append(Check("secrets-backend", "ok", f"keyring backend {await describe()}"))
@@ -258,9 +344,7 @@ async def _secrets_checks(cfg: Config) -> list[Check]:
             else:
                 checks.append(Check(f"secret:{name}", "fail", "missing", _secret_fix(cfg, name)))
     except AegisError as exc:
-        checks.append(
-            Check("secrets-backend", "fail", exc.message, "see docs/OPERATIONS.md (keyring)")
-        )
+        checks.append(Check("secrets-backend", "fail", exc.message, _store_fix(cfg)))
     return checks
 
 

@@ -33,6 +33,8 @@ __all__ = [
     "PendingItem",
     "PendingOutput",
     "PolicyCheckOutput",
+    "ProposeOutput",
+    "ReloadOutput",
     "ResolvedExecutables",
     "SecretState",
     "SecretsStatusOutput",
@@ -144,6 +146,11 @@ class PendingItem(_Out, kw_only=True, forbid_unknown_fields=True):
 class PendingOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     ok: bool = True
     pending: list[PendingItem] = []
+    scope: str = "all"
+    """Whose approvals are listed: all (aegisctl matches an operator caller rule), own (only
+    this process's; it matches another caller rule), none (no caller rule matches it)."""
+    note: str = ""
+    """Why the list is limited and how to see everything; empty for scope all."""
 
 
 class CancelOutput(_Out, kw_only=True, forbid_unknown_fields=True):
@@ -158,6 +165,34 @@ class LockOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     """Pending approvals cancelled."""
     forgotten: int
     """Remembered approvals forgotten."""
+
+
+class ReloadOutput(_Out, kw_only=True, forbid_unknown_fields=True):
+    ok: bool
+    """False when the config is invalid: the daemon keeps its current policy (exit 78)."""
+    generation: int
+    """The policy generation now active (unchanged when the reload failed)."""
+    problems: list[str] = []
+    """Why the reload failed, one line per problem."""
+    policy_sha256: str = ""
+    """sha256 of the active policy's canonical text."""
+
+
+class ProposeOutput(_Out, kw_only=True, forbid_unknown_fields=True):
+    ok: bool
+    """False when the proposal was invalid (nothing proposed, exit 78)."""
+    applied: bool
+    """True when the person approved and the policy is now active; false when unchanged."""
+    sha256: str = ""
+    """sha256 of the proposed (and, if applied, active) policy."""
+    summary: str = ""
+    """The change in one line, as the phone showed it."""
+    changes: list[str] = []
+    """One line per action or caller rule added, removed or changed."""
+    problems: list[str] = []
+    """Why the proposal was refused, one line per problem."""
+    generation: int = 0
+    """The policy generation after the proposal."""
 
 
 class AuditRecordOutput(msgspec.Struct, kw_only=True):
@@ -285,6 +320,8 @@ OUTPUTS: Final[dict[str, type[msgspec.Struct]]] = {
     "pending": PendingOutput,
     "cancel": CancelOutput,
     "lock": LockOutput,
+    "reload": ReloadOutput,
+    "policy propose": ProposeOutput,
     "audit tail": AuditRecordOutput,
     "audit verify": AuditVerifyOutput,
     "policy check": PolicyCheckOutput,

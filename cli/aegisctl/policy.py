@@ -9,7 +9,6 @@ which applies it only after the approver approves on the phone. Exit codes of ``
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import click
 
 from aegisctl.context import CliContext, pass_cli
 from aegisctl.output import emit, json_option
-from aegisctl.outputs import PolicyCheckOutput
+from aegisctl.outputs import PolicyCheckOutput, ProposeOutput
 from aegisctl.policy_check import check_file
 from aegisctl.talk import call
 from aegisd import wire
@@ -110,17 +109,15 @@ def propose(cli: CliContext, file: str, as_json: bool) -> None:
 
     result = call(cli.socket(), lambda c: c.propose_policy(text, on_pending=waiting))
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "applied": result.applied,
-                    "sha256": result.sha256,
-                    "summary": result.summary,
-                    "changes": result.changes,
-                    "problems": result.problems,
-                    "generation": result.generation,
-                },
-                indent=2,
+        emit(
+            ProposeOutput(
+                ok=not result.problems,
+                applied=result.applied,
+                sha256=result.sha256,
+                summary=result.summary,
+                changes=result.changes,
+                problems=result.problems,
+                generation=result.generation,
             )
         )
     if result.problems:

@@ -5,7 +5,8 @@ with file, line, key, expected and allowed values, did-you-mean), the policy's s
 problems (``policy.compile_policy``, located by line too, run on the valid part of the file so
 one run shows everything), each binding-message template rendered as the phone will show it
 (``binding.render_binding_message`` with sample values) and caller-rule exe patterns that
-match nothing here. Reads files only; it never talks to the daemon.
+match nothing here, and a file aegisd would refuse as unsafe (``trusted_file``: owner, mode,
+symlink, directories). Reads files only; it never talks to the daemon.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from aegisctl.outputs import BindingPreview, PolicyCheckOutput
 from aegisd.binding import pattern_max_length, render_binding_message
 from aegisd.config import ActionSpec, Config, check_config
 from aegisd.config_check import KeyLines, Problem
-from aegisd.errors import ConfigError
+from aegisd.errors import ConfigError, UnsafeFile
 from aegisd.policy import compile_policy
+from aegisd.trusted_file import read_trusted
 
 __all__ = ["check_file", "preview"]
 
@@ -73,8 +75,20 @@ def _policy_problems(cfg: Config, lines: KeyLines, source: str) -> tuple[list[Pr
 def check_file(path: str) -> PolicyCheckOutput:
     """Check one config file; never raises for what is in the file."""
     resolved = resolved_executables()
+    unsafe: list[Problem] = []
     try:
-        data = Path(path).read_bytes()
+        try:
+            data = read_trusted(path, what="config")  # what aegisd itself would refuse
+        except UnsafeFile as exc:
+            unsafe.append(Problem(file=path, message=exc.message))
+            data = Path(path).read_bytes()  # and the rest of the report, all in one run
+    except ConfigError as exc:  # larger than any config
+        return PolicyCheckOutput(
+            ok=False,
+            file=path,
+            problems=[Problem(file=path, message=exc.message)],
+            resolved=resolved,
+        )
     except OSError as exc:
         reason = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
         return PolicyCheckOutput(
@@ -84,6 +98,7 @@ def check_file(path: str) -> PolicyCheckOutput:
             resolved=resolved,
         )
     cfg, problems = check_config(data, path)
+    problems[:0] = unsafe
     if cfg is None:
         return PolicyCheckOutput(ok=False, file=path, problems=problems, resolved=resolved)
     lines = KeyLines(data.decode("utf-8", "replace"))

@@ -7,12 +7,11 @@ error class (3 daemon not running, 4 not the operator).
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from aegisctl.context import CliContext, pass_cli
-from aegisctl.output import json_option
+from aegisctl.output import emit, json_option
+from aegisctl.outputs import ReloadOutput
 from aegisctl.talk import call
 from aegisd.errors import ConfigError
 
@@ -24,15 +23,12 @@ def reload(cli: CliContext, as_json: bool) -> None:
     """Re-read the daemon's config and policy; an invalid config keeps the old policy."""
     result = call(cli.socket(), lambda c: c.reload())
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": result.ok,
-                    "generation": result.generation,
-                    "problems": result.problems,
-                    "policy_sha256": result.policy_sha256,
-                },
-                indent=2,
+        emit(
+            ReloadOutput(
+                ok=result.ok,
+                generation=result.generation,
+                problems=result.problems,
+                policy_sha256=result.policy_sha256,
             )
         )
     elif result.ok:

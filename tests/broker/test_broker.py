@@ -350,11 +350,12 @@ trio.run(main)
 async def test_per_caller_cap_leaves_other_callers_their_pushes(make_stack) -> None:
     def two_callers(text: str) -> str:
         text = text.replace("max_pending_per_caller", "#")
-        rule_b = text.split("[[callers]]", 1)[1].split("\n\n", 1)[0]
+        local = '[[callers]]\nname = "local-python"'
+        head, tail = text.split(local, 1)
+        rule_b = (local + tail).split("\n\n", 1)[0]
         rule_b = rule_b.replace('name = "local-python"', 'name = "caller-b"')
         rule_b += '\nargv = ["*aegis-caller-b*"]'
-        head, tail = text.split("[[callers]]", 1)
-        text = head + "[[callers]]" + rule_b + "\n\n[[callers]]" + tail
+        text = head + rule_b + "\n\n" + local + tail
         return text.replace(
             "[daemon]", "[daemon]\nmax_pending_per_caller = 2\nciba_starts_per_minute = 50"
         )

@@ -46,8 +46,11 @@ async def test_state_dir_holds_a_config_aegisd_accepts_and_private_secrets(
     assert cfg.secrets.backend == "env"
     assert cfg.socket_path() == state / "run" / "aegisd.sock"
     assert cfg.audit_path() == state / "audit.jsonl"
-    assert cfg.callers[0].exe == [os.path.realpath(sys.executable)]
-    assert cfg.callers[0].actions == ["demo.*"]
+    # aegisctl first, as the operator (issue 13 finding 5); then every script of this Python
+    operator, local = cfg.callers
+    assert (operator.name, operator.operator, operator.argv) == ("operator", True, ["*/aegisctl *"])
+    assert local.exe == operator.exe == [os.path.realpath(sys.executable)]
+    assert (local.actions, local.operator) == (["demo.*"], False)
     read, delete, token = (cfg.actions[n] for n in ("demo.read", "demo.delete", "demo.token"))
     assert (read.approval, read.credential.kind, read.delivery) == ("none", "none", "proxy")
     assert read.request is not None and read.request.url == t.issuer + "demo-api/repos"

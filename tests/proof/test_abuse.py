@@ -250,7 +250,11 @@ def test_slowloris_does_not_starve_a_new_client_and_the_cap_answers_rate_limited
     write_config: Callable[..., Files], spawn_daemon: Callable[..., DaemonProcess]
 ) -> None:
     cap = IDLE + 20
-    files = write_config(max_connections=cap, handshake_timeout=2.0)
+    # every connection is this process's: lift the per-process cap (test_conn_limits.py) to
+    # measure the total one
+    files = write_config(
+        max_connections=cap, max_connections_per_peer=cap + 20, handshake_timeout=2.0
+    )
     daemon = spawn_daemon(files)
     held: list[socket.socket] = []
     try:
@@ -298,11 +302,13 @@ def test_slowloris_does_not_starve_a_new_client_and_the_cap_answers_rate_limited
 def test_default_cap_refuses_the_next_connection_with_rate_limited(
     write_config: Callable[..., Files], spawn_daemon: Callable[..., DaemonProcess]
 ) -> None:
-    files = write_config()  # max_connections left at its default
-    spawn_daemon(files)
     from aegisd.config import DaemonConfig
 
     cap = DaemonConfig().max_connections
+    # max_connections left at its default; the per-process cap lifted, since every
+    # connection here is this process's
+    files = write_config(max_connections_per_peer=cap + 1)
+    spawn_daemon(files)
     held = []
     try:
         held = [_idle_connection(files.socket) for _ in range(cap)]

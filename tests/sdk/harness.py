@@ -166,6 +166,12 @@ log_level = "warning"
 {daemon_extra}
 {auth0}
 [[callers]]
+name = "operator"  # aegisctl: sees and cancels every caller's pending approvals
+exe = ["{exe}"]
+argv = ["*/aegisctl *"]
+operator = true
+
+[[callers]]
 name = "tests"
 exe = ["{exe}"]
 actions = {json.dumps(list(caller_actions))}

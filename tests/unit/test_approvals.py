@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from aegisd.approvals import HOLD_GRACE
+from aegisd.approvals import HOLD_GRACE, Approvals
 from aegisd.auth0.tokens import Approval, CibaStart, Credential
 from aegisd.broker import Broker, RequestContext
 from aegisd.config import CredentialSpec, parse_config
@@ -166,13 +166,10 @@ async def h(nursery: trio.Nursery) -> Harness:
     async def record(event: str, **fields: object) -> None:
         harness.events.append((event, fields))
 
-    broker = Broker(
-        approver=approver,
-        record=record,
-        http=httpx.AsyncClient(),
-        now=trio.current_time,
-        ciba_starts_per_minute=50,
+    approvals = Approvals(
+        approver=approver, record=record, now=trio.current_time, ciba_starts_per_minute=50
     )
+    broker = Broker(approvals=approvals, record=record, http=httpx.AsyncClient())
     policy = compile_policy(parse_config(POLICY))
     harness = Harness(approver, broker, policy)
     await nursery.start(broker.serve)
@@ -375,9 +372,8 @@ async def test_one_caller_cannot_use_the_persons_whole_push_budget(
     async def record(event: str, **fields: object) -> None:
         pass
 
-    broker = Broker(
-        approver=approver, record=record, http=httpx.AsyncClient(), now=trio.current_time
-    )
+    approvals = Approvals(approver=approver, record=record, now=trio.current_time)
+    broker = Broker(approvals=approvals, record=record, http=httpx.AsyncClient())
     await nursery.start(broker.serve)
     h = Harness(approver, broker, compile_policy(parse_config(POLICY)))
     for repo in ["a", "b", "c"]:

@@ -98,3 +98,12 @@ def test_reordering_caller_rules_is_weaker() -> None:
     other = CallerRule(name="any", uids=[1000], actions=["*"])
     d = diff_policies([RULE, other], {"a": BASE}, [other, RULE], {"a": BASE})
     assert d.summary() == "1 weaker"
+
+
+def test_making_a_caller_an_operator_is_weaker() -> None:
+    # an operator sees and cancels every caller's pending approvals (issue 13 finding 5)
+    op = msgspec.structs.replace(RULE, operator=True)
+    d = diff_policies([RULE], {"gh.delete": BASE}, [op], {"gh.delete": BASE})
+    assert [str(c) for c in d.changes] == ["weaker: caller claude: operator False -> True"]
+    d = diff_policies([], {"gh.delete": BASE}, [op], {"gh.delete": BASE})
+    assert "operator: sees every pending approval" in str(d.changes[0])
