@@ -2,164 +2,81 @@
 
 Owns the record format, appending (written, flushed and fsynced before ``append`` returns, so
 a caller is never told about something the log could lose), rotation that keeps the chain
-across files, recovery of a torn last line after a crash, and verification. Records carry no
+across files and never deletes one silently (past ``keep_files`` the oldest is pruned and a
+``pruned`` record names the first kept sequence number and hash), refusing an unsafe log
+(``O_NOFOLLOW``; owner and mode checked with ``fstat``; a directory others own or may write),
+and recovery of a torn last line after a crash. The record format and verification are in
+``aegisd.audit_chain`` (re-exported here). Records carry no
 secrets: callers pass token *fingerprints*, never tokens; ``append`` refuses values under keys
 that look like secrets as a last line of defence. This module must not decide what to audit.
-
-Record: ``{"seq": n, "ts": unix_seconds, "event": "...", ...fields, "prev": hex, "hash": hex}``
-where ``hash = sha256(prev + canonical_json(record without "hash"))``. The first record of the
-first file has ``prev = "0" * 64``; the first record of a rotated-to file is ``event =
-"rotated"`` whose ``prev`` is the last hash of the file before it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from aegisd.audit_chain import (
+    GENESIS,
+    VerifyResult,
+    canonical,
+    chain_start,
+    is_record,
+    open_files,
+    record_hash,
+    rotated_files,
+    settle_start,
+    verify_chain,
+    verify_files,
+)
+from aegisd.audit_files import open_log_fd
+
 __all__ = [
+    "GENESIS",
     "AuditLog",
     "VerifyResult",
     "canonical",
+    "chain_start",
+    "open_files",
+    "open_log_fd",
+    "record_hash",
+    "rotated_files",
+    "settle_start",
     "verify_chain",
     "verify_files",
 ]
 
-GENESIS: Final = "0" * 64
 _FORBIDDEN_KEYS: Final = frozenset(
     {"access_token", "refresh_token", "id_token", "client_secret", "secret", "password"}
 )
 
-
-def canonical(record: dict[str, object]) -> bytes:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+_hash = record_hash
 
 
-def _hash(prev: str, body: dict[str, object]) -> str:
-    return hashlib.sha256(prev.encode() + canonical(body)).hexdigest()
+def _first_link(path: Path) -> tuple[int, str]:
+    """(seq, prev) of a file's first record."""
+    with open(path, "rb") as f:
+        rec = json.loads(f.readline())
+    return int(rec["seq"]), str(rec["prev"])
 
 
-@dataclass
-class VerifyResult:
-    """Outcome of ``verify``: ``ok`` is False on any edit, deletion or reordering."""
-
-    ok: bool = True
-    records: int = 0
-    files: int = 0
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    last_hash: str = GENESIS
-    last_seq: int = 0
-
-    def summary(self) -> str:
-        if self.ok:
-            extra = f"; {len(self.warnings)} warning(s)" if self.warnings else ""
-            return f"audit chain intact: {self.records} records in {self.files} file(s){extra}"
-        return f"audit chain BROKEN: {self.problems[0]}"
-
-
-def verify_chain(lines: list[bytes], *, prev: str, seq: int, name: str, res: VerifyResult) -> None:
-    """Check one file's lines, continuing from (prev, seq); updates ``res`` in place."""
-    torn_pending: int | None = None
-    for lineno, raw in enumerate(lines, 1):
-        where = f"{name}:{lineno}"
-        complete = raw.endswith(b"\n")
+def _last_link(path: Path) -> tuple[int, str]:
+    """(seq, hash) of a file's last complete record (the chain's tip when it is the newest)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(max(0, end - 65536))
+        lines = f.read().splitlines()
+    for raw in reversed(lines):
         try:
             rec = json.loads(raw)
-            if not isinstance(rec, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            if lineno == len(lines) and not complete:
-                res.ok = False
-                res.problems.append(f"{where}: torn last line (incomplete write, e.g. a crash)")
-            elif torn_pending is None:
-                torn_pending = lineno
-                continue
-            else:
-                res.ok = False
-                res.problems.append(f"{where}: not a JSON record")
+            return int(rec["seq"]), str(rec["hash"])
+        except (ValueError, KeyError, TypeError):
             continue
-        body = {k: v for k, v in rec.items() if k != "hash"}
-        if torn_pending is not None:
-            if rec.get("event") == "torn_tail" and rec.get("line") == torn_pending:
-                res.warnings.append(
-                    f"{name}:{torn_pending}: torn line left by a crash, acknowledged at restart"
-                )
-            else:
-                res.ok = False
-                res.problems.append(f"{name}:{torn_pending}: not a JSON record")
-            torn_pending = None
-        if rec.get("prev") != prev:
-            res.ok = False
-            res.problems.append(f"{where}: chain broken (record deleted, reordered or edited)")
-        if rec.get("seq") != seq + 1:
-            res.ok = False
-            res.problems.append(f"{where}: sequence {rec.get('seq')} after {seq} (gap or reorder)")
-        if _hash(str(rec.get("prev")), body) != rec.get("hash"):
-            res.ok = False
-            res.problems.append(f"{where}: record content does not match its hash (edited)")
-        prev = str(rec.get("hash"))
-        seq = int(rec["seq"]) if isinstance(rec.get("seq"), int) else seq + 1
-        res.records += 1
-    if torn_pending is not None:
-        res.ok = False
-        res.problems.append(f"{name}:{torn_pending}: not a JSON record")
-    res.last_hash, res.last_seq = prev, seq
-
-
-def _is_record(raw: bytes) -> bool:
-    try:
-        return isinstance(json.loads(raw), dict)
-    except ValueError:
-        return False
-
-
-def rotated_files(path: Path) -> list[Path]:
-    """Oldest first: ``audit.jsonl.N`` … ``audit.jsonl.1``, then ``audit.jsonl``."""
-    olds: list[tuple[int, Path]] = []
-    for p in path.parent.glob(path.name + ".*"):
-        suffix = p.name[len(path.name) + 1 :]
-        if suffix.isdigit():
-            olds.append((int(suffix), p))
-    files = [p for _, p in sorted(olds, reverse=True)]
-    if path.exists():
-        files.append(path)
-    return files
-
-
-def verify_files(path: Path) -> VerifyResult:
-    """Verify the current log and every rotated file before it, as one chain."""
-    res = VerifyResult()
-    prev, seq = GENESIS, 0
-    files = rotated_files(path)
-    for i, p in enumerate(files):
-        with open(p, "rb") as f:
-            lines = f.readlines()
-        if i > 0 and lines:
-            try:
-                first = json.loads(lines[0])
-            except ValueError:
-                first = {}
-            if first.get("event") != "rotated":
-                res.ok = False
-                res.problems.append(f"{p.name}:1: expected a rotation record")
-        elif i == 0 and lines and len(files) > 1:
-            # the oldest kept file may itself start after pruned history: trust its first prev
-            try:
-                first = json.loads(lines[0])
-                prev, seq = str(first.get("prev")), int(first.get("seq", 1)) - 1
-            except (ValueError, TypeError):
-                pass
-        verify_chain(lines, prev=prev, seq=seq, name=p.name, res=res)
-        prev, seq = res.last_hash, res.last_seq
-        res.files += 1
-    return res
+    return 0, GENESIS
 
 
 class AuditLog:
@@ -169,6 +86,8 @@ class AuditLog:
         path: the current log file (created 0600 in a 0700 directory if missing).
         now: wall clock for ``ts``.
         rotate_bytes: rotate when the current file grows past this size.
+        keep: rotated files kept; 0 keeps every one. Past it the oldest is deleted and a
+            ``pruned`` record (first kept seq and prev hash) says so in the chain.
         fsync: fsync each append (tests of speed may turn it off; the daemon never does).
     """
 
@@ -178,7 +97,7 @@ class AuditLog:
         *,
         now: Callable[[], float],
         rotate_bytes: int = 16 * 1024 * 1024,
-        keep: int = 10,
+        keep: int = 0,
         fsync: bool = True,
     ) -> None:
         self.path = path
@@ -191,42 +110,53 @@ class AuditLog:
         self._seq = 0
         self._size = 0
         self.recovered: list[str] = []
+        self.pruned_files = 0  # by this writer, since it opened
+        self.bytes_written = 0  # by this writer, since it opened
 
     # ---- opening and recovery ------------------------------------------------------------
 
     def open(self) -> None:
-        """Open for append, find the chain's tip, and acknowledge a torn tail if there is one."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Open for append, find the chain's tip, and acknowledge a torn tail if there is one.
+
+        Raises:
+            ConfigError: the log or its directory is unsafe (see ``open_log_fd``).
+        """
+        self._fd = open_log_fd(self.path)
         self._scan_tip()
 
     def _scan_tip(self) -> None:
-        files = rotated_files(self.path)
+        """The tip is in the current file (or, when it is empty, the newest rotated one).
+
+        Only those are read: the whole history is the verifier's job, in the background, so
+        a large log does not delay the start.
+        """
+        rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        with open(rfd, "rb") as f:
+            lines = f.readlines()
         res = VerifyResult()
-        prev, seq = GENESIS, 0
         torn_line: int | None = None
         torn_len = 0
-        # Only the current file matters for the tip; earlier files give the starting prev.
-        for p in files:
-            with open(p, "rb") as f:
-                lines = f.readlines()
-            if p == self.path and lines and not lines[-1].endswith(b"\n"):
-                if _is_record(lines[-1]):
-                    # a complete record that only lost its newline: finish the line, keep it
-                    os.write(self._fd, b"\n")
-                    lines[-1] += b"\n"
-                else:
-                    torn_line, torn_len = len(lines), len(lines[-1])
-                    lines = lines[:-1]
-            start_prev, start_seq = prev, seq
-            if lines:
-                try:
-                    first = json.loads(lines[0])
-                    start_prev, start_seq = str(first["prev"]), int(first["seq"]) - 1
-                except (ValueError, KeyError, TypeError):
-                    pass
-            verify_chain(lines, prev=start_prev, seq=start_seq, name=p.name, res=res)
+        if lines and not lines[-1].endswith(b"\n"):
+            if is_record(lines[-1]):
+                # a complete record that only lost its newline: finish the line, keep it
+                os.write(self._fd, b"\n")
+                lines[-1] += b"\n"
+            else:
+                torn_line, torn_len = len(lines), len(lines[-1])
+                lines = lines[:-1]
+        prev, seq = GENESIS, 0
+        if lines:
+            try:
+                first = json.loads(lines[0])
+                prev, seq = str(first["prev"]), int(first["seq"]) - 1
+            except (ValueError, KeyError, TypeError):
+                pass
+            verify_chain(lines, prev=prev, seq=seq, name=self.path.name, res=res)
             prev, seq = res.last_hash, res.last_seq
+        else:
+            olds = rotated_files(self.path)[:-1] if self.path.exists() else []
+            if olds:
+                seq, prev = _last_link(olds[-1])
         self._prev, self._seq = prev, seq
         self._size = os.fstat(self._fd).st_size
         if not res.ok:
@@ -257,6 +187,9 @@ class AuditLog:
             raise RuntimeError("audit log is not open")
         if self._size >= self._rotate_bytes:
             self._rotate()
+        return self._write(event, fields, _fsync)
+
+    def _write(self, event: str, fields: dict[str, object], _fsync: bool) -> dict[str, object]:
         body: dict[str, object] = {"seq": self._seq + 1, "ts": round(self._now(), 6)}
         body["event"] = event
         body.update(fields)
@@ -272,27 +205,46 @@ class AuditLog:
             os.fsync(self._fd)
         self._prev, self._seq = digest, self._seq + 1
         self._size += len(line)
+        self.bytes_written += len(line)
         return record
 
     def _rotate(self) -> None:
-        if self._fsync:
-            os.fsync(self._fd)  # records written without their own fsync are in this file
-        os.close(self._fd)
         olds = sorted(
             (int(p.name.rsplit(".", 1)[1]), p)
             for p in self.path.parent.glob(self.path.name + ".*")
             if p.name.rsplit(".", 1)[1].isdigit()
         )
+        doomed = [p for n, p in olds if self._keep and n >= self._keep]
+        if doomed:
+            # say so in the chain first (in the file that is about to become .1), then delete:
+            # the oldest file that stays is where the chain will start
+            kept = [p for n, p in olds if not (self._keep and n >= self._keep)]
+            first = _first_link(kept[-1] if kept else self.path)
+            self._write(
+                "pruned",
+                {
+                    "files": len(doomed),
+                    "first_kept_seq": first[0],
+                    "first_kept_prev": first[1],
+                    "records": first[0] - 1,
+                },
+                True,
+            )
+        if self._fsync:
+            os.fsync(self._fd)  # records written without their own fsync are in this file
+        os.close(self._fd)
+        self._fd = -1
+        for p in doomed:
+            p.unlink()
+        self.pruned_files += len(doomed)
         for n, p in reversed(olds):
-            if n >= self._keep:
-                p.unlink()
-            else:
+            if p not in doomed:
                 p.rename(self.path.with_name(f"{self.path.name}.{n + 1}"))
         self.path.rename(self.path.with_name(f"{self.path.name}.1"))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = open_log_fd(self.path)
         self._size = 0
         # the rotation record is the first of the new file and carries the chain over
-        self.append("rotated", prev_file=f"{self.path.name}.1")
+        self._write("rotated", {"prev_file": f"{self.path.name}.1"}, True)
 
     @property
     def fsync_enabled(self) -> bool:

@@ -30,6 +30,7 @@ from aegisd.trusted_file import read_trusted
 __all__ = [
     "ActionSpec",
     "AnnotationsSpec",
+    "AuditConfig",
     "Auth0Config",
     "CallerRule",
     "Config",
@@ -106,6 +107,21 @@ class DaemonConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     socket_group: str | None = None
     # where an approved ``policy propose`` is kept (separated mode: /var/lib/aegis/policy.toml)
     policy_file: str | None = None
+
+
+class AuditConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[audit]``: how much one peer's refusals may write, and what rotation keeps."""
+
+    # refusals one peer may have recorded one by one (token bucket); the rest are counted
+    # and written as one ``refusals_suppressed`` record per ``summary_interval``; 0 = no limit
+    refusals_per_second: float = 2.0
+    refusal_burst: int = 20
+    summary_interval: float = 10.0
+    # rotated files kept; 0 = every file (never delete). Past it the oldest file is pruned
+    # and a ``pruned`` record names the first kept sequence number and hash
+    keep_files: int = 0
+    # ``status`` and ``doctor`` warn when the log grows faster than this since start
+    growth_warning_bytes_per_hour: int = 64 * 1024 * 1024
 
 
 class ManagementConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -216,6 +232,7 @@ class ActionSpec(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     daemon: DaemonConfig = DaemonConfig()
+    audit: AuditConfig = AuditConfig()
     auth0: Auth0Config | None = None
     secrets: SecretsConfig = SecretsConfig()
     callers: list[CallerRule] = []
@@ -281,6 +298,16 @@ def _semantic_problems(cfg: Config, source: str, lines: KeyLines) -> list[Proble
         for i, scope in enumerate(a0.scopes):
             if not _SCOPE_TOKEN.fullmatch(scope):
                 add(("auth0", "scopes", i), f"{scope[:40]!r} is not one scope token", "a scope")
+    au = cfg.audit
+    for key, number, low in (
+        ("refusals_per_second", au.refusals_per_second, 0.0),
+        ("refusal_burst", au.refusal_burst, 1),
+        ("summary_interval", au.summary_interval, 0.1),
+        ("keep_files", au.keep_files, 0),
+        ("growth_warning_bytes_per_hour", au.growth_warning_bytes_per_hour, 0),
+    ):
+        if number < low:
+            add(("audit", key), f"must be at least {low}", f"a number >= {low}")
     for key in ("max_connections", "max_connections_per_peer", "max_connections_per_uid"):
         value = getattr(cfg.daemon, key)
         if value is not None and value < 1:

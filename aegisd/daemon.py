@@ -17,20 +17,22 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
 
 import httpx
 import trio
 
 from aegisd import instance_lock, wire
 from aegisd.approvals import Approvals
-from aegisd.audit import AuditLog, VerifyResult, verify_files
+from aegisd.audit import AuditLog
+from aegisd.audit_anchor import Anchor
+from aegisd.audit_recorder import AuditChecker, AuditRecorder, log_tip, open_audit
+from aegisd.audit_status import audit_fields
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
 from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config
 from aegisd.conn_limits import ConnectionLimits
 from aegisd.connection import Connection
-from aegisd.errors import AegisError, Internal, PeerRejected, RateLimited
+from aegisd.errors import AegisError, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
 from aegisd.inspection import Inspection
 from aegisd.mode import running_mode, user_name
@@ -45,6 +47,7 @@ from aegisd.peer import (
 from aegisd.policy import Policy
 from aegisd.policy_keeper import PolicyKeeper
 from aegisd.proposal import ProposalDesk
+from aegisd.refusal_limit import RefusalGate, RefusalLimiter
 from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
 from aegisd.server import Listener, access_for, notify, open_listener
 from aegisd.version import installed_version
@@ -58,60 +61,12 @@ log = logging.getLogger(__name__)
 _ADMISSION_SLACK = 32
 
 
+# a Status waits this long for the audit check to catch up, then answers "verifying"
+_STATUS_VERIFY_WAIT = 1.0
+
+
 def daemon_version() -> str:
     return installed_version()
-
-
-class _AuditRecorder:
-    """Appends records in order and makes them durable with group commit.
-
-    Every record is written at once, inline (a short write to the page cache). A durable
-    record then waits until an fsync that started after its write has finished; one fsync,
-    in a worker thread, covers every record written before it, so concurrent requests share
-    fsyncs instead of queueing one each. ``__call__`` returns only when its record is on disk,
-    so nobody is told about something a crash could lose.
-    """
-
-    def __init__(self, log_: AuditLog) -> None:
-        self.log = log_
-        self._lock = trio.Lock()
-        self.failures = 0
-        self._synced = 0  # every record up to this sequence number is on disk
-        self._syncing: trio.Event | None = None
-
-    async def __call__(self, event: str, **fields: object) -> None:
-        """Append one record; ``durable=False`` (connection records) does not wait for disk."""
-        durable = bool(fields.pop("durable", True))
-        async with self._lock:
-            try:
-                record = self.log.append(event, _fsync=False, **fields)
-            except OSError as exc:
-                self._failed(exc)
-        if durable:
-            await self._sync_through(int(str(record["seq"])))
-
-    async def _sync_through(self, seq: int) -> None:
-        while self._synced < seq:
-            if self._syncing is not None:
-                await self._syncing.wait()  # an fsync is running: it may cover us; re-check
-                continue
-            done = self._syncing = trio.Event()
-            target = self.log.tip[0]
-            try:
-                if self.log.fsync_enabled:
-                    await trio.to_thread.run_sync(self.log.sync_fd, self.log.sync_handle())
-                self._synced = max(self._synced, target)
-            except OSError as exc:
-                self._failed(exc)
-            finally:
-                self._syncing = None
-                done.set()
-
-    def _failed(self, exc: OSError) -> NoReturn:
-        self.failures += 1
-        log.error("audit write failed: %s", exc.strerror)
-        # Fail closed: nothing is released that the log could not record.
-        raise Internal("the audit log cannot be written; refusing to continue") from None
 
 
 class Daemon:
@@ -143,11 +98,22 @@ class Daemon:
         self._next_conn = 0
         self._started_wall = now()
         self._started = 0.0
-        self._audit_cache: tuple[float, VerifyResult] | None = None
         self.audit = AuditLog(
-            config.audit_path(), now=now, rotate_bytes=config.daemon.audit_rotate_bytes
+            config.audit_path(),
+            now=now,
+            rotate_bytes=config.daemon.audit_rotate_bytes,
+            keep=config.audit.keep_files,
         )
-        self.record = _AuditRecorder(self.audit)
+        self.recorder = AuditRecorder(self.audit, Anchor(self.audit.path))
+        # everything records through the gate: limited refusals over budget become summaries
+        self.record = RefusalGate(
+            self.recorder,
+            RefusalLimiter(config.audit.refusals_per_second, config.audit.refusal_burst),
+            wall=now,
+            interval=config.audit.summary_interval,
+        )
+        self.checker = AuditChecker(self.audit)
+        self._truncated: dict[str, object] | None = None
         self.keeper = PolicyKeeper(config, self.record, self._on_policy_swap)
         for warning in self.policy.warnings:
             log.warning("policy: %s", warning)
@@ -175,7 +141,7 @@ class Daemon:
             self.listener = await open_listener(
                 self.config.socket_path(), access=access_for(self.config.daemon.socket_group)
             )
-            await trio.to_thread.run_sync(self.audit.open)
+            self._truncated = await trio.to_thread.run_sync(open_audit, self.audit, self.recorder)
         except BaseException:
             if self.listener is not None:
                 self.listener.close()
@@ -183,6 +149,8 @@ class Daemon:
             raise
         for problem in self.audit.recovered:
             log.warning("audit log: %s", problem)
+        seq, digest = self.audit.tip
+        log.info("audit log %s resumes after seq %d hash %s", self.audit.path, seq, digest)
         try:
             async with (
                 _owned_client(
@@ -229,10 +197,16 @@ class Daemon:
                     config=self.config.source,
                     recovered=self.audit.recovered,
                 )
+                if self._truncated is not None:
+                    log.error("audit log truncated: %s", self._truncated)
+                    await self.record("truncated", **self._truncated)
                 await self.keeper.adopt()
                 async with trio.open_nursery() as nursery:
                     self._cancel = nursery.cancel_scope
                     await nursery.start(self.broker.serve)
+                    await nursery.start(self.checker.serve)
+                    await nursery.start(self.record.serve)
+                    await nursery.start(log_tip, self.audit)
                     nursery.start_soon(self._accept_loop, nursery)
                     notify(f"READY=1\nSTATUS=listening on {self.listener.path}")
                     log.info("aegisd %s listening on %s", self.version, self.listener.path)
@@ -242,8 +216,14 @@ class Daemon:
             with trio.CancelScope(shield=True):
                 notify("STOPPING=1")
                 self.listener.close()
-                await self.record("stop", pid=os.getpid())
+                with contextlib.suppress(AegisError):  # the log may be what failed
+                    await self.record.flush()
+                    await self.record("stop", pid=os.getpid())
+                seq, digest = self.audit.tip
+                log.info("audit log %s ends at seq %d hash %s", self.audit.path, seq, digest)
                 self.audit.close()
+                if self.recorder.anchor is not None:
+                    self.recorder.anchor.close()
                 lock.release()
 
     async def _missing_secrets(self) -> list[str]:
@@ -397,7 +377,18 @@ class Daemon:
         return await self.inspection.answer(msg, peer, rule, self.broker)
 
     async def _status(self, req_id: int) -> wire.StatusReport:
-        verified = await self._verify_cached()
+        verified, verifying = await self.checker.check(wait=_STATUS_VERIFY_WAIT)
+        audit = audit_fields(
+            verified,
+            verifying=verifying,
+            tip=self.audit.tip,
+            bytes_written=self.audit.bytes_written,
+            bytes_verified=self.checker.bytes_verified,
+            uptime=trio.current_time() - self._started,
+            suppressed=self.record.limiter.suppressed_total,
+            suppressing_peers=len(self.record.peers_suppressed),
+            config=self.config.audit,
+        )
         typed: dict[str, str | int | float | bool | None] = {}
         if callable(self._auth0_state):
             try:
@@ -430,8 +421,6 @@ class Daemon:
             ],
             pending=self.broker.pending_count,
             audit_log=str(self.audit.path),
-            audit_ok=verified.ok,
-            audit_detail=verified.summary(),
             auth0=auth0,
             actions=len(self.policy.actions),
             callers=len(self.policy.callers),
@@ -444,19 +433,16 @@ class Daemon:
             policy_generation=self.policy_generation,
             auth0_state=typed,
             missing_secrets=self.missing_secrets,
+            audit_ok=audit.ok,
+            audit_detail=audit.detail,
+            audit_tip_seq=audit.tip_seq,
+            audit_tip_hash=audit.tip_hash,
+            audit_pruned=audit.pruned,
+            audit_verifying=audit.verifying,
+            audit_bytes_per_hour=audit.bytes_per_hour,
+            audit_suppressed=audit.suppressed,
+            audit_warnings=audit.warnings,
         )
-
-    async def _verify_cached(self) -> VerifyResult:
-        now = trio.current_time()
-        if self._audit_cache is not None and now - self._audit_cache[0] < 10.0:
-            return self._audit_cache[1]
-        async with self.record._lock:  # a consistent snapshot: no append mid-read
-            # whoever waited for the lock may find the work done (one verification, not N)
-            if self._audit_cache is not None and now - self._audit_cache[0] < 10.0:
-                return self._audit_cache[1]
-            result = await trio.to_thread.run_sync(verify_files, self.audit.path)
-            self._audit_cache = (trio.current_time(), result)
-        return result
 
     @property
     def policy_generation(self) -> int:

@@ -333,6 +333,15 @@ class StatusReport(_Msg, tag="status_report", frozen=True, kw_only=True):
     auth0_state: dict[str, str | int | float | bool | None] = {}
     # secrets the config needs that the backend lacked when the daemon started (names only)
     missing_secrets: list[str] = []
+    # the writer's tip, kept in the daemon's memory (the agent cannot rewrite it): a log
+    # whose chain ends before it was truncated (``audit verify`` compares)
+    audit_tip_seq: int = 0
+    audit_tip_hash: str = ""
+    audit_pruned: int = 0  # records deleted by rotation (``[audit] keep_files``), per the chain
+    audit_verifying: bool = False  # the incremental check has not caught up yet
+    audit_bytes_per_hour: float = 0.0  # growth since the daemon started
+    audit_suppressed: int = 0  # refusals counted, not recorded one by one, since start
+    audit_warnings: list[str] = []  # pruned, growing fast, refusals suppressed
 
 
 class Reloaded(_Msg, tag="reloaded", frozen=True, kw_only=True):

@@ -91,6 +91,14 @@ BENCHES = [
         600,
         "aegis-mcp start to initialize reply vs a bare MCP SDK server",
     ),
+    Bench(
+        "audit_flood",
+        "audit_flood.py",
+        [],
+        ["--seconds", "2", "--log-mb", "40", "--n", "10"],
+        600,
+        "refusal flood with the per-peer budget off and on; Status on a 170 MB log",
+    ),
     Bench("import_client", "import_client.py", [], ["--runs", "5"], 300, "import aegisd.client"),
     Bench("devtenant_start", "devtenant_start.py", [], ["3"], 300, "dev tenant start-up"),
 ]

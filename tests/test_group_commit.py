@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from aegisd.audit import AuditLog, verify_files
-from aegisd.daemon import _AuditRecorder
+from aegisd.audit_recorder import AuditRecorder
 
 
 class CountingLog(AuditLog):
@@ -22,7 +22,7 @@ class CountingLog(AuditLog):
 async def test_concurrent_records_share_fsyncs_and_wait_for_theirs(tmp_path: Path) -> None:
     log = CountingLog(tmp_path / "audit.jsonl", now=lambda: 1.0)
     log.open()
-    recorder = _AuditRecorder(log)
+    recorder = AuditRecorder(log)
     durable_at_return: list[bool] = []
 
     async def one(i: int) -> None:
@@ -47,7 +47,7 @@ async def test_non_durable_records_do_not_wait_for_disk(tmp_path: Path) -> None:
     log = CountingLog(tmp_path / "audit.jsonl", now=lambda: 1.0)
     CountingLog.syncs = 0
     log.open()
-    recorder = _AuditRecorder(log)
+    recorder = AuditRecorder(log)
     await recorder("connect", durable=False)
     assert CountingLog.syncs == 0
     await recorder("request")

@@ -21,28 +21,41 @@ from aegisctl.context import CliContext, pass_cli
 from aegisctl.output import emit, json_option
 from aegisctl.outputs import AuditVerifyOutput
 from aegisctl.talk import call
+from aegisd import wire
 from aegisd.audit import verify_files
+from aegisd.audit_anchor import AnchorState, read_anchor
 from aegisd.config import default_audit_path
 from aegisd.errors import AegisError, NotFound
 
 
 def _path(cli: CliContext, explicit: str | None) -> Path:
+    return _locate(cli, explicit)[0]
+
+
+def _locate(cli: CliContext, explicit: str | None) -> tuple[Path, wire.StatusReport | None]:
     """The log to read: ``--file``, else the running daemon's own, else the config's.
 
     Asking the daemon first means ``aegisctl`` reads the log of the daemon it talks to even
     when its own config names another, and works while the config is invalid (that is when
-    the ``reload_failed`` record matters).
+    the ``reload_failed`` record matters). The daemon's report also carries its tip.
     """
-    if explicit:
-        return Path(explicit)
     try:
-        report = call(cli.socket(), lambda c: c.status())
+        report: wire.StatusReport | None = call(cli.socket(), lambda c: c.status())
     except AegisError:  # not running, or not answering us: read the config's log
         report = None
+    if explicit:
+        return Path(explicit), report
     if report is not None and report.audit_log:
-        return Path(report.audit_log)
+        return Path(report.audit_log), report
     cfg = cli.partial_config()
-    return cfg.audit_path() if cfg is not None else default_audit_path()
+    return (cfg.audit_path() if cfg is not None else default_audit_path()), report
+
+
+def _anchor(path: Path, report: wire.StatusReport | None) -> tuple[AnchorState, str]:
+    """The tip to compare with: the running daemon's (from its memory), else the anchor file."""
+    if report is not None and report.audit_tip_seq and Path(report.audit_log) == path:
+        return AnchorState((report.audit_tip_seq, report.audit_tip_hash)), "the running daemon"
+    return read_anchor(path), "the anchor file"
 
 
 _HIDDEN: Final = frozenset(
@@ -130,11 +143,19 @@ def tail(cli: CliContext, count: int, follow: bool, as_json: bool, file: str | N
 @json_option
 @pass_cli
 def verify(cli: CliContext, file: str | None, as_json: bool) -> None:
-    """Check the hash chain: detects edited, deleted or reordered records and torn tails."""
-    path = _path(cli, file)
+    """Check the hash chain: edited, deleted, reordered or pruned records, torn tails, and a
+    log that ends before the daemon's tip (truncated; the tip comes from the running daemon,
+    else the anchor file)."""
+    path, report = _locate(cli, file)
     if not path.exists():
         raise NotFound(f"{path}: no audit log")
-    result = verify_files(path)
+    anchor, source = _anchor(path, report)
+    result = verify_files(path, anchor=anchor.tip)
+    if anchor.problem and anchor.tip is not None:
+        result.warnings.append(anchor.problem)  # present, only not authenticated
+    elif anchor.problem:
+        result.ok = False
+        result.problems.append(anchor.problem)
     if as_json:
         emit(
             AuditVerifyOutput(
@@ -144,6 +165,8 @@ def verify(cli: CliContext, file: str | None, as_json: bool) -> None:
                 files=result.files,
                 problems=result.problems,
                 warnings=result.warnings,
+                pruned=result.pruned,
+                anchor_seq=anchor.tip[0] if anchor.tip else 0,
             )
         )
     else:
@@ -152,5 +175,7 @@ def verify(cli: CliContext, file: str | None, as_json: bool) -> None:
             click.echo(f"  problem: {p}")
         for w in result.warnings:
             click.echo(f"  warning: {w}")
+        if anchor.tip is not None:
+            click.echo(f"  tip: seq {anchor.tip[0]} from {source}")
     if not result.ok:
         raise click.exceptions.Exit(1)

@@ -32,6 +32,7 @@ from aegisctl.secrets import SYSTEM_SET_HINT
 from aegisd import instance_lock
 from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
+from aegisd.audit_anchor import read_anchor
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
 from aegisd.errors import AegisError, ConfigError, UnsafeFile
@@ -100,7 +101,7 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
     checks.append(daemon_check)
     checks.append(_mode_check(report))
     if cfg is not None:
-        checks.append(_audit_check(cfg))
+        checks.append(_audit_check(cfg, report))
         checks.extend(await _secrets_checks(cfg))
         if cfg.auth0 is not None:
             checks.extend(await _auth0_checks(cfg, timeout))
@@ -249,19 +250,35 @@ def _mode_check(report: StatusReport | None) -> Check:
     return Check("mode", "warn", "unknown: this aegisd does not report its mode", "upgrade it")
 
 
-def _audit_check(cfg: Config) -> Check:
+def _audit_check(cfg: Config, report: StatusReport | None) -> Check:
     path = cfg.audit_path()
     if not path.exists():
         return Check("audit", "warn", f"{path} does not exist yet", "aegisd creates it at start")
-    result = verify_files(path)
-    if result.ok:
-        return Check("audit", "warn" if result.warnings else "ok", result.summary())
-    return Check(
-        "audit",
-        "fail",
-        result.summary(),
-        "the log was changed outside aegisd; keep a copy for investigation",
-    )
+    ours = report is not None and Path(report.audit_log) == path
+    if report is not None and ours and report.audit_tip_seq:
+        anchor: tuple[int, str] | None = (report.audit_tip_seq, report.audit_tip_hash)
+    else:
+        anchor = read_anchor(path).tip
+    result = verify_files(path, anchor=anchor)
+    if not result.ok:
+        return Check(
+            "audit",
+            "fail",
+            result.summary(),
+            "the log was changed outside aegisd; keep a copy for investigation",
+        )
+    warnings = list(report.audit_warnings) if report is not None and ours else []
+    if result.pruned and not any("pruned" in w for w in warnings):
+        warnings.insert(0, f"{result.pruned} records pruned by rotation ([audit] keep_files)")
+    if warnings:
+        return Check(
+            "audit",
+            "warn",
+            f"{result.summary()}; " + "; ".join(warnings),
+            "keep_files = 0 keeps every rotated file; a flooding client shows in "
+            "`aegisctl audit tail` as refusals_suppressed records",
+        )
+    return Check("audit", "warn" if result.warnings else "ok", result.summary())
 
 
 def _daemon_owned(cfg: Config) -> int | None:

@@ -110,6 +110,20 @@ class StatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     """"config" or the [daemon] policy_file path."""
     policy_generation: int = 0
     """0 at start, bumped by every reload and applied proposal."""
+    audit_tip_seq: int = 0
+    """The last record the daemon wrote, from its memory: a log that ends before it was
+    truncated (`audit verify` compares)."""
+    audit_tip_hash: str = ""
+    audit_pruned: int = 0
+    """Records deleted by rotation ([audit] keep_files), as the chain's `pruned` record says."""
+    audit_verifying: bool = False
+    """The daemon's incremental check has not caught up yet (a large log at start)."""
+    audit_bytes_per_hour: float = 0.0
+    """How fast the log grew since the daemon started (0 in its first minute)."""
+    audit_suppressed: int = 0
+    """Refusals over the per-peer budget, counted in `refusals_suppressed` summaries."""
+    audit_warnings: list[str] = []
+    """Pruned history, fast growth, suppressed refusals; `doctor` shows them too."""
 
 
 class PendingItem(_Out, kw_only=True, forbid_unknown_fields=True):
@@ -202,6 +216,12 @@ class AuditVerifyOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     files: int
     problems: list[str] = []
     warnings: list[str] = []
+    pruned: int = 0
+    """Records before the first kept one, deleted by rotation and vouched for by a `pruned`
+    record ("N records pruned", not "intact")."""
+    anchor_seq: int = 0
+    """The tip the chain was compared with: the running daemon's, else `<log>.anchor`
+    (0: none); a chain that ends before it was truncated."""
 
 
 class BindingPreview(_Out, kw_only=True, forbid_unknown_fields=True):

@@ -65,7 +65,11 @@ def status(cli: CliContext, as_json: bool) -> None:
         click.echo("           no [[callers]] rules: every action is denied (default deny)")
     click.echo(f"  pending  {report.pending} approval(s)")
     mark = "ok" if report.audit_ok else "BROKEN"
+    if report.audit_ok and report.audit_verifying:
+        mark = "checking"
     click.echo(f"  audit    {report.audit_log} [{mark}] {report.audit_detail}")
+    for warning in report.audit_warnings:
+        click.echo(f"           warning: {warning}")
     if report.auth0:
         shown = ("issuer", "discovery", "jwks_keys", "ciba_waiting", "last_error", "state")
         parts = [

@@ -253,8 +253,30 @@ def test_rotation_keeps_one_verifiable_chain(log_path: Path) -> None:
 def test_rotation_prunes_old_files_and_still_verifies(log_path: Path) -> None:
     fill(log_path, 60, rotate_bytes=600, keep=2)
     names = sorted(p.name for p in log_path.parent.iterdir())
-    assert names == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
-    assert verify_files(log_path).ok
+    assert names == ["audit.anchor-key", "audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"][1:]
+    result = verify_files(log_path)
+    assert result.ok, result.problems
+    # the chain says what is gone: "N records pruned", never "intact"
+    assert result.pruned > 0
+    assert result.summary().startswith(f"audit chain verified, {result.pruned} records pruned")
+    first = records(log_path.with_name("audit.jsonl.2"))[0]
+    assert first["seq"] == result.pruned + 1
+
+
+def test_rotation_keeps_every_file_by_default(log_path: Path) -> None:
+    fill(log_path, 60, rotate_bytes=600)
+    assert len(list(log_path.parent.glob("audit.jsonl.*"))) > 10
+    result = verify_files(log_path)
+    assert result.ok and result.pruned == 0
+
+
+def test_a_deleted_oldest_file_without_a_prune_record_is_reported(log_path: Path) -> None:
+    fill(log_path, 40, rotate_bytes=1000)
+    oldest = max(log_path.parent.glob("audit.jsonl.*"), key=lambda p: int(p.suffix[1:]))
+    oldest.unlink()
+    result = verify_files(log_path)
+    assert not result.ok
+    assert "deleted without a prune record" in result.problems[0]
 
 
 def test_reopen_after_rotation_continues_the_chain(log_path: Path) -> None:

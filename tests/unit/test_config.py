@@ -173,11 +173,26 @@ def test_not_toml_names_the_file() -> None:
         ),
         ("[daemon]\nmax_connections = 0\n", "key daemon.max_connections"),
         ('[[callers]]\nname = "a"\nsha256 = ["ABC"]\n', "key callers[0].sha256"),
+        ("[audit]\nrefusal_burst = 0\n", "key audit.refusal_burst"),
+        ("[audit]\nkeep_files = -1\n", "key audit.keep_files"),
     ],
 )
 def test_semantic_problems_name_the_key(text: str, key: str) -> None:
     (problem,) = problems_of(text)
     assert problem.startswith(f"{SRC}:") and f": {key}" in problem
+
+
+def test_audit_section_keys_parse() -> None:
+    cfg = parse_config(
+        "[audit]\nrefusals_per_second = 0\nrefusal_burst = 3\nsummary_interval = 1.5\n"
+        "keep_files = 4\ngrowth_warning_bytes_per_hour = 0\n",
+        SRC,
+    )
+    assert (cfg.audit.refusals_per_second, cfg.audit.refusal_burst) == (0, 3)
+    assert (cfg.audit.summary_interval, cfg.audit.keep_files) == (1.5, 4)
+    assert parse_config("", SRC).audit.keep_files == 0  # by default nothing is ever deleted
+    (problem,) = problems_of("[audit]\nkeep_file = 1\n")
+    assert "key audit.keep_file: unknown key; did you mean keep_files?" in problem
 
 
 def test_missing_required_key_is_named() -> None:
