@@ -35,7 +35,7 @@ from aegisd.connection import Connection
 from aegisd.errors import AegisError, PeerRejected, RateLimited
 from aegisd.hardening import memory_access_state
 from aegisd.inspection import Inspection
-from aegisd.mode import running_mode, user_name
+from aegisd.mode import running_mode, sees_everything, user_name
 from aegisd.peer import (
     ExeHasher,
     PeerIdentity,
@@ -372,11 +372,13 @@ class Daemon:
         self, msg: wire.ClientMessage, peer: PeerIdentity, rule: CallerRule | None
     ) -> wire.DaemonMessage:
         if isinstance(msg, wire.Status):
-            return await self._status(msg.id)
+            # other accounts' processes only for an operator (as /proc shows them to no one else)
+            everyone = sees_everything(peer, rule, self._mode)
+            return await self._status(msg.id, None if everyone else peer.uid)
         # who may see and cancel which pending approvals: aegisd/inspection.py
         return await self.inspection.answer(msg, peer, rule, self.broker)
 
-    async def _status(self, req_id: int) -> wire.StatusReport:
+    async def _status(self, req_id: int, uid: int | None) -> wire.StatusReport:
         verified, verifying = await self.checker.check(wait=_STATUS_VERIFY_WAIT)
         audit = audit_fields(
             verified,
@@ -417,7 +419,7 @@ class Daemon:
                     exe_verified=c.peer.exe_verified,
                 )
                 for c in self._connections.values()
-                if c.peer is not None
+                if c.peer is not None and uid in (None, c.peer.uid)
             ],
             pending=self.broker.pending_count,
             audit_log=str(self.audit.path),

@@ -31,6 +31,7 @@ from tests.corekit import (
     SYSTEM_PYTHON,
     DaemonProcess,
     Files,
+    RawClient,
     audit_records,
     run_raw_client,
     short_root,
@@ -123,25 +124,29 @@ def test_uid_listed_in_allowed_uids_is_welcomed(
     daemon = spawn_daemon(write_config(allowed_uids=[uid]))
     files = daemon.files
     loosen_for_other_uids(files)
-    run = run_raw_client(
-        files.socket,
-        [HELLO, wire.Status(id=1), wire.ListActions(id=2)],
-        want=3,
-        python=SYSTEM_PYTHON,
-        prefix=as_user(*other_user),
-    )
+    with RawClient(files.socket) as own:  # a connection of the daemon's uid stays open
+        own.hello()
+        run = run_raw_client(
+            files.socket,
+            [HELLO, wire.Status(id=1), wire.ListActions(id=2)],
+            want=3,
+            python=SYSTEM_PYTHON,
+            prefix=as_user(*other_user),
+        )
     assert run.outcome == "OK"
     welcome, report, actions = run.messages
     assert isinstance(welcome, wire.Welcome)
     assert welcome.peer.uid == uid and welcome.peer.caller is None
     assert isinstance(report, wire.StatusReport) and report.pid == daemon.pid
+    # Status lists the connected processes of the asker's own uid only (not an operator)
+    assert report.peers and {p.uid for p in report.peers} == {uid}
     # the uid may inspect, but /usr/bin/python3 matches no caller rule
     assert isinstance(actions, wire.Error) and (actions.id, actions.code) == (2, REJECTED.code)
     # issue 16: the rejected caller learns which rule missed and what aegisd saw
     assert actions.message.startswith("no [[callers]] rule matches this process (aegisd saw exe ")
     assert "exe does not match" in actions.message
-    connect = next(r for r in audit_records(files.audit) if r["event"] == "connect")
-    assert connect["uid"] == uid
+    connects = [r for r in audit_records(files.audit) if r["event"] == "connect"]
+    assert uid in {r["uid"] for r in connects}
 
 
 # ---- caller rules -------------------------------------------------------------------------
