@@ -87,6 +87,7 @@ class StatusOutput(_Out, kw_only=True, forbid_unknown_fields=True):
     config: str
     """The config file the daemon loaded ("" for defaults)."""
     peers: list[PeerOutput] = []
+    """Connected processes: those of the asker's uid; every one for an operator."""
     pending: int = 0
     audit_log: str = ""
     audit_ok: bool = True
