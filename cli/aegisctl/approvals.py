@@ -45,9 +45,11 @@ def pending(cli: CliContext, as_json: bool) -> None:
     now = time.time()
     for p in items:
         left = max(0, int(p.expires_at - now))
+        # an answered push held for its requester says so: approving it again does nothing
+        state = "" if p.state == "pending" else f"{p.state}, not yet collected  "
         click.echo(
             f"{p.pending_id}  {p.action:<24} caller={p.caller} waiters={p.waiters} "
-            f'{left}s left  "{p.binding_message}"'
+            f'{state}{left}s left  "{p.binding_message}"'
         )
         # The phone text may shorten long values in the middle; here they are whole, next to
         # the digest whose first six digits end the phone text. Values come from the agent:

@@ -32,6 +32,7 @@ from aegisd.client import (
     UpstreamError,
 )
 from aegisd.devtenant import DevTenantOptions
+from tests.corekit import AEGISCTL, child_env
 
 from .conftest import Stack, wait_for_pending
 
@@ -484,6 +485,13 @@ async def test_an_approval_outlasts_max_wait_and_the_claim_collects_it(make_stac
             stack.daemon.broker.pending()[0].state != "approved"
         ):
             await trio.sleep(0.02)
+        # the operator sees that approving again would do nothing: it waits for its requester
+        shown = await trio.run_process(
+            [str(AEGISCTL), "--socket", str(stack.socket), "pending"],
+            capture_stdout=True,
+            env=child_env(),
+        )
+        assert "approved, not yet collected" in shown.stdout.decode()
         async with AegisClient(stack.socket) as again:  # a new connection, the same claim
             result = await again.proxy("demo.delete", repo="scratch", claim=claim, max_wait=0.5)
     assert result.status == 200
