@@ -1,10 +1,10 @@
 """``aegisctl doctor``: check an installation end to end and say how to fix what is wrong.
 
 Owns the list of checks and their verdicts (ok / warn / fail, each with a fix). It reads the
-config file, the socket and directory modes, the audit log, the secret store (presence only,
-never values), Auth0 discovery over HTTP, the clock against the server's ``Date`` header, and
-the service manager's view. Some checks act outside the daemon (the file system, keyring,
-network); it never changes anything.
+config file, the socket and directory modes, the daemon's lock, the audit log and the service
+manager's view; the secret store (presence only, never values: ``doctor_secrets``) and Auth0
+discovery with the clock's skew (``doctor_auth0``) have modules of their own. It never
+changes anything.
 """
 
 from __future__ import annotations
@@ -14,21 +14,19 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
-from email.utils import parsedate_to_datetime
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import click
-import httpx
 import trio
 
 from aegisctl.context import CliContext, pass_cli
+from aegisctl.doctor_auth0 import auth0_checks
+from aegisctl.doctor_check import Check
+from aegisctl.doctor_secrets import secrets_checks
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.output import colour_enabled, emit, json_option, verdict
 from aegisctl.outputs import CheckOutput, DoctorOutput
-from aegisctl.secrets import SYSTEM_SET_HINT
 from aegisd import instance_lock
 from aegisd.accounts import daemon_uid
 from aegisd.audit import verify_files
@@ -36,23 +34,9 @@ from aegisd.audit_anchor import read_anchor
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
 from aegisd.errors import AegisError, ConfigError, UnsafeFile
-from aegisd.file_store import FileSecretStore, default_secrets_dir
 from aegisd.policy import compile_policy
 from aegisd.runtime_dir import fallback_reason
-from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
 from aegisd.wire import StatusReport
-
-Verdict = Literal["ok", "warn", "fail"]
-_MAX_SKEW_WARN = 30.0
-_MAX_SKEW_FAIL = 120.0
-
-
-@dataclass
-class Check:
-    name: str
-    verdict: Verdict
-    detail: str
-    fix: str = ""
 
 
 async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
@@ -102,9 +86,9 @@ async def _check_all(cli: CliContext, timeout: float) -> list[Check]:
     checks.append(_mode_check(report))
     if cfg is not None:
         checks.append(_audit_check(cfg, report))
-        checks.extend(await _secrets_checks(cfg))
+        checks.extend(await secrets_checks(cfg))
         if cfg.auth0 is not None:
-            checks.extend(await _auth0_checks(cfg, timeout))
+            checks.extend(await auth0_checks(cfg, timeout))
         else:
             checks.append(
                 Check(
@@ -279,144 +263,6 @@ def _audit_check(cfg: Config, report: StatusReport | None) -> Check:
             "`aegisctl audit tail` as refusals_suppressed records",
         )
     return Check("audit", "warn" if result.warnings else "ok", result.summary())
-
-
-def _daemon_owned(cfg: Config) -> int | None:
-    """The daemon account's uid when the file store is that account's (separated mode)."""
-    account = daemon_uid()
-    if cfg.secrets.backend != "file" or account is None or account == os.getuid():
-        return None
-    directory = Path(cfg.secrets.dir or default_secrets_dir()).expanduser()
-    try:
-        return account if directory.stat().st_uid == account else None
-    except OSError:  # missing, or a parent we may not traverse: the daemon's all the same
-        return account if cfg.secrets.dir else None
-
-
-def _secret_fix(cfg: Config, name: str) -> str:
-    """A fix that works with this backend (the env backend refuses `secrets set`)."""
-    if cfg.secrets.backend == "env":
-        return f"set {env_var_name(name)} in aegisd's environment (env backend), and restart it"
-    if _daemon_owned(cfg) is not None:
-        return f"{SYSTEM_SET_HINT} {name}"
-    return f"aegisctl secrets set {name}"
-
-
-def _open_store(cfg: Config) -> SecretStore:
-    account = _daemon_owned(cfg)
-    if account is None:
-        return open_secret_store(cfg.secrets)
-    # the daemon account's store: root reads it as that account's (its owner check must too)
-    directory = Path(cfg.secrets.dir or default_secrets_dir()).expanduser()
-    return FileSecretStore(directory, owner_uid=account, set_hint=SYSTEM_SET_HINT)
-
-
-def _store_fix(cfg: Config) -> str:
-    if _daemon_owned(cfg) is not None and os.getuid() != 0:
-        return "the store is the daemon account's: run `sudo aegisctl doctor` to check it"
-    if cfg.secrets.backend == "file":
-        return "see docs/OPERATIONS.md §5, Secrets in separated mode"
-    return "see docs/OPERATIONS.md §2, Keyring set-up"
-
-
-async def _secrets_checks(cfg: Config) -> list[Check]:
-    checks: list[Check] = []
-    if not needed_secrets(cfg):
-        # nothing to read: an absent or locked keyring is no failure of this config
-        return [Check("secrets", "ok", "this config needs no secrets")]
-    if cfg.secrets.backend == "env":
-        checks.append(
-            Check(
-                "secrets-backend",
-                "warn",
-                'backend "env": secrets come from AEGIS_SECRET_* variables (tests and dev only)',
-                'use backend = "keyring" and `aegisctl secrets set NAME`',
-            )
-        )
-    try:
-        store = _open_store(cfg)
-        describe = getattr(store, "describe", None)
-        if describe is not None:
-            checks.append(Check("secrets-backend", "ok", f"keyring backend {await describe()}"))
-        for name in needed_secrets(cfg):
-            if await store.present(name):
-                checks.append(Check(f"secret:{name}", "ok", "present"))
-            else:
-                checks.append(Check(f"secret:{name}", "fail", "missing", _secret_fix(cfg, name)))
-    except AegisError as exc:
-        checks.append(Check("secrets-backend", "fail", exc.message, _store_fix(cfg)))
-    return checks
-
-
-async def _auth0_checks(cfg: Config, timeout: float) -> list[Check]:
-    from aegisd.auth0.http import issuer_from_config
-
-    assert cfg.auth0 is not None
-    try:
-        issuer = issuer_from_config(cfg.auth0)
-    except ConfigError as exc:
-        return [Check("auth0", "fail", exc.message, "fix [auth0] domain/issuer")]
-    url = issuer + ".well-known/openid-configuration"
-    checks: list[Check] = []
-    try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-            started = time.time()
-            response = await http.get(url)
-            local = (started + time.time()) / 2
-    except httpx.HTTPError as exc:
-        return [
-            Check(
-                "auth0-discovery",
-                "fail",
-                f"{url} unreachable ({type(exc).__name__})",
-                "check the network and [auth0] domain/issuer",
-            )
-        ]
-    try:
-        doc = response.json()
-    except ValueError:
-        doc = None
-    if response.status_code != 200 or not isinstance(doc, dict):
-        return [
-            Check(
-                "auth0-discovery",
-                "fail",
-                f"{url} answered {response.status_code} without a discovery document",
-                "check [auth0] domain/issuer",
-            )
-        ]
-    checks.append(Check("auth0-discovery", "ok", f"{url} reachable"))
-    modes = doc.get("backchannel_token_delivery_modes_supported") or []
-    if "poll" in modes and doc.get("backchannel_authentication_endpoint"):
-        checks.append(Check("auth0-ciba", "ok", "CIBA poll mode advertised"))
-    else:
-        checks.append(
-            Check(
-                "auth0-ciba",
-                "fail",
-                "the tenant does not advertise CIBA poll mode",
-                "enable CIBA for the tenant/app (Enterprise plan or add-on), see docs/AUTH0.md",
-            )
-        )
-    date = response.headers.get("date")
-    if date:
-        try:
-            skew = abs(parsedate_to_datetime(date).timestamp() - local)
-        except (TypeError, ValueError):
-            skew = None
-        if skew is not None:
-            verdict: Verdict = (
-                "ok" if skew < _MAX_SKEW_WARN else "warn" if skew < _MAX_SKEW_FAIL else "fail"
-            )
-            checks.append(
-                Check(
-                    "clock",
-                    verdict,
-                    f"clock differs from the tenant's by {skew:.0f} s",
-                    "" if verdict == "ok" else "enable NTP (timedatectl set-ntp true)",
-                )
-            )
-    return checks
 
 
 def _service_check() -> Check:
