@@ -224,7 +224,11 @@ class AegisClient:
                     break
                 waiter = self._waiters.get(req_id)
                 if waiter is not None:
-                    await waiter.send.send(msg)
+                    # no checkpoint between the lookup and the delivery: a request that ended
+                    # meanwhile would have closed its stream. An answer for a request that has
+                    # already ended (a stray, a duplicate) has no one to go to: drop it.
+                    with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        waiter.send.send_nowait(msg)
         except AegisError as exc:
             self._closed_error = exc
         finally:
