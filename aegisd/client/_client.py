@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aegisd import locate, wire
 from aegisd.errors import (
@@ -90,8 +91,8 @@ async def _call_back(cb: PendingCallback | None, event: PendingEvent) -> None:
 
 @dataclass
 class _Waiter:
-    send: anyio.abc.ObjectSendStream[wire.DaemonMessage]
-    receive: anyio.abc.ObjectReceiveStream[wire.DaemonMessage]
+    send: MemoryObjectSendStream[wire.DaemonMessage]
+    receive: MemoryObjectReceiveStream[wire.DaemonMessage]
 
 
 @dataclass
