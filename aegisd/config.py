@@ -176,7 +176,7 @@ class CallerRule(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     uids: list[int] = []
     actions: list[str] = []
     # may list and cancel every caller's pending approvals (aegisctl pending/cancel); see
-    # aegisd/inspection.py and docs/CONFIG.md "Who sees pending approvals"
+    # aegisd/daemon/inspection.py and docs/CONFIG.md "Who sees pending approvals"
     operator: bool = False
 
 

@@ -129,7 +129,7 @@ class Watch(_Msg, tag="watch", frozen=True, kw_only=True):
 
 class ListPending(_Msg, tag="list_pending", frozen=True, kw_only=True):
     """Pending approvals: every caller's for an operator, else the asking process's own
-    (``PendingList.scope`` says which; aegisd/inspection.py)."""
+    (``PendingList.scope`` says which; aegisd/daemon/inspection.py)."""
 
     id: int
 

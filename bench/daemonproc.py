@@ -7,7 +7,7 @@ of where the *busy* time went (samples inside the event loop's idle wait are set
 Readiness is checked by connecting and asking ``Status``; resource use comes from psutil.
 For A/B experiments, ``AEGIS_BENCH_DAEMON=/path/wrapper.py`` runs that script (with
 ``--config F``) instead of ``aegisd``: a wrapper that patches the daemon, then calls
-``aegisd.main.main()``.
+``aegisd.daemon.main.main()``.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def _profiled_main() -> None:
     args = parser.parse_args()
     from pyinstrument import Profiler
 
-    from aegisd.main import cli
+    from aegisd.daemon.main import cli
 
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
@@ -227,11 +227,11 @@ def _profiled_main() -> None:
         summary["cumulative"] = cumulative(
             root,
             [
-                "aegisd/connection.py",
-                "aegisd/broker.py",
-                "aegisd/proxy.py",
-                "aegisd/audit.py",
-                "aegisd/peer.py",
+                "aegisd/daemon/connection.py",
+                "aegisd/daemon/broker.py",
+                "aegisd/daemon/proxy.py",
+                "aegisd/daemon/audit.py",
+                "aegisd/daemon/peer.py",
                 "aegisd/auth0/",
                 "httpx",
                 "httpcore",

@@ -1,4 +1,4 @@
-"""Cost of searching one proxied answer for the credential (``aegisd.reflection``).
+"""Cost of searching one proxied answer for the credential (``aegisd.daemon.reflection``).
 
 Proxy answers that carry a credential are searched before they go back (issue 13 finding 1).
 This times ``CredentialScan.for_credential`` plus ``find`` over a 56 KiB body (the largest a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aegisd.reflection import CredentialScan
+from aegisd.daemon.reflection import CredentialScan
 
 BODY = 56 * 1024
 

@@ -1,7 +1,7 @@
 """Valid audit chains written directly, fast: a large log in seconds, for tests and bench.
 
 Records are rendered from templates in the canonical form (sorted keys, no spaces), so the
-hash of each is ``sha256(prev + canonical(body))`` exactly as ``aegisd.audit`` computes it;
+hash of each is ``sha256(prev + canonical(body))`` exactly as ``aegisd.daemon.audit`` computes it;
 ``verify_files`` accepts the result. Files are split like rotation does: the oldest is
 ``audit.jsonl.N``, each later file starts with a ``rotated`` record.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from aegisd.audit import GENESIS
+from aegisd.daemon.audit import GENESIS
 
 __all__ = ["write_chain"]
 

@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from aegisd.config import load_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
 from tests.corekit import DaemonProcess, Files, short_root
 from tests.corekit import write_config as _write_config
 

@@ -24,10 +24,10 @@ import pytest
 import trio
 
 from aegisd import wire
-from aegisd.audit import verify_files
 from aegisd.client import AegisClient
 from aegisd.config import load_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.audit import verify_files
+from aegisd.daemon.daemon import Daemon
 from tests.corekit import (
     AEGISD,
     CLIENT_EXE,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import trio
 
-from aegisd.audit import AuditLog, verify_files
-from aegisd.audit_recorder import AuditRecorder
+from aegisd.daemon.audit import AuditLog, verify_files
+from aegisd.daemon.audit_recorder import AuditRecorder
 
 
 class CountingLog(AuditLog):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from aegisd import instance_lock
-from aegisd.audit import verify_files
+from aegisd.daemon import instance_lock
+from aegisd.daemon.audit import verify_files
 from aegisd.errors import AlreadyRunning, UnsafeFile
 from tests.corekit import (
     DaemonProcess,

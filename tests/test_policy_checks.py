@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aegisd.config import parse_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
 from aegisd.errors import ConfigError
 from aegisd.policy import Policy, compile_policy
 from tests.corekit import run_ctl
@@ -104,8 +104,8 @@ def test_the_daemon_logs_the_warnings_when_it_loads_the_policy(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = EXAMPLES / "github.toml"
-    with caplog.at_level("WARNING", logger="aegisd.daemon"):
+    with caplog.at_level("WARNING", logger="aegisd.daemon.daemon"):
         Daemon(parse_config(path.read_bytes(), str(path)))
-    logged = [r.getMessage() for r in caplog.records if r.name == "aegisd.daemon"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "aegisd.daemon.daemon"]
     assert sum(m.startswith("policy: ") for m in logged) == 3
     assert any("github.delete_repo.binding_message" in m for m in logged)

@@ -19,7 +19,7 @@ import trio
 
 from aegisd.client import AegisClient, InvalidParams, UpstreamError
 from aegisd.config import load_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
 from aegisd.frame_budget import HEADER_VALUE_MAX
 from tests.corekit import Files, audit_records
 

@@ -16,7 +16,7 @@ import trio
 
 from aegisd.client import AegisClient, RateLimited
 from aegisd.config import load_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
 from aegisd.policy import request_digest
 from tests.corekit import Files, audit_records
 

@@ -2,7 +2,7 @@
 
 Same-uid mode wants 0700; separated mode (``[daemon] socket_group``) the group-traversable
 layout: directory 0750 or 0710 of that group, socket 0660 of that group. These call
-``aegisd.server`` directly (root may chown to any gid, so no group has to exist).
+``aegisd.daemon.server`` directly (root may chown to any gid, so no group has to exist).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from aegisd.daemon.server import Access, access_for, check_socket_mode, prepare_directory
 from aegisd.errors import ConfigError
-from aegisd.server import Access, access_for, check_socket_mode, prepare_directory
 
 GID = 54329  # any gid: root may chown to it
 GROUP = Access(os.getuid(), GID, "aegis-clients")

@@ -3,7 +3,7 @@
 The daemon shows every caller's pending approvals only to an operator (a caller rule with
 ``operator = true`` matching aegisctl, root, or the daemon's account in separated mode); any
 other process sees only its own, and one that matches no caller rule sees none
-(aegisd/inspection.py). ``pending`` says so whenever its list is limited.
+(aegisd/daemon/inspection.py). ``pending`` says so whenever its list is limited.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from aegisctl.output import emit, json_option
 from aegisctl.outputs import AuditVerifyOutput
 from aegisctl.talk import call
 from aegisd import wire
-from aegisd.audit import verify_files
-from aegisd.audit_anchor import AnchorState, read_anchor
 from aegisd.config import default_audit_path
+from aegisd.daemon.audit import verify_files
+from aegisd.daemon.audit_anchor import AnchorState, read_anchor
 from aegisd.errors import AegisError, NotFound
 
 

@@ -27,12 +27,12 @@ from aegisctl.doctor_secrets import secrets_checks
 from aegisctl.executables import exe_pattern_warnings, resolved_executables
 from aegisctl.output import colour_enabled, emit, json_option, verdict
 from aegisctl.outputs import CheckOutput, DoctorOutput
-from aegisd import instance_lock
 from aegisd.accounts import daemon_uid
-from aegisd.audit import verify_files
-from aegisd.audit_anchor import read_anchor
 from aegisd.client import AegisClient
 from aegisd.config import Config, load_config
+from aegisd.daemon import instance_lock
+from aegisd.daemon.audit import verify_files
+from aegisd.daemon.audit_anchor import read_anchor
 from aegisd.errors import AegisError, ConfigError, UnsafeFile
 from aegisd.policy import compile_policy
 from aegisd.runtime_dir import fallback_reason

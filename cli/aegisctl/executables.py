@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aegisctl.outputs import ResolvedExecutables
 from aegisd.config import Config
-from aegisd.peer import PeerIdentity, explain_no_match, match_caller
+from aegisd.daemon.peer import PeerIdentity, explain_no_match, match_caller
 
 __all__ = ["exe_pattern_warnings", "resolved_executables"]
 

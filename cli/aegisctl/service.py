@@ -5,7 +5,7 @@ Python, the resolved config file, the socket), which ``systemctl --user`` or ``l
 commands follow, and how ``uninstall`` reverses them. Plans are plain data (``plan_install``,
 ``plan_uninstall``; the steps and ``apply`` are in ``aegisctl.install_steps``) so that
 ``--dry-run`` prints exactly what a real run would do. File contents come from
-``aegisd.service_files``; commands run through an injectable ``Runner`` so tests never touch
+``aegisd.service.service_files``; commands run through an injectable ``Runner`` so tests never touch
 the real service manager. ``--system`` (separated mode) is planned in
 ``aegisctl.system_install``. This module acts outside the daemon: it never opens
 the daemon's socket, and it never reads or writes a secret.
@@ -41,7 +41,7 @@ from aegisctl.output import emit, json_option
 from aegisctl.outputs import ServiceCommandResult, ServiceFileState, ServiceStatusOutput
 from aegisd.config import APP, Config, load_config
 from aegisd.errors import ConfigError
-from aegisd.service_files import (
+from aegisd.service.service_files import (
     LAUNCHD_LABEL,
     LAUNCHD_PLIST,
     SYSTEMD_SERVICE,

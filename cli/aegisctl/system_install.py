@@ -34,7 +34,7 @@ from aegisctl.system_plan import (
 )
 from aegisd.accounts import CLIENTS_GROUP, system_layout
 from aegisd.errors import ConfigError
-from aegisd.system_service_files import LAUNCHD_DAEMON_LABEL, LAUNCHD_DAEMON_PLIST
+from aegisd.service.system_service_files import LAUNCHD_DAEMON_LABEL, LAUNCHD_DAEMON_PLIST
 
 __all__ = [
     "check_can_run",

@@ -22,7 +22,7 @@ from aegisctl.install_steps import MakeDir, RemoveFile, RemoveTree, Run, Step, W
 from aegisd.accounts import CLIENTS_GROUP, SystemLayout
 from aegisd.config import DaemonConfig, parse_config
 from aegisd.secrets import needed_secrets
-from aegisd.system_service_files import (
+from aegisd.service.system_service_files import (
     LAUNCHD_DAEMON_LABEL,
     LAUNCHD_DAEMON_PLIST,
     TMPFILES_CONF,

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from aegisd.config import Config, parse_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
 from aegisd.devtenant import DevTenantOptions
 from aegisd.devtenant.server import DevTenant, serve_dev_tenant
 from aegisd.secrets import MemorySecretStore

@@ -413,7 +413,7 @@ async def test_no_secret_or_token_reaches_disk(make_stack) -> None:
 
 
 async def test_audit_chain_verifies_after_a_full_run(make_stack) -> None:
-    from aegisd.audit import verify_files
+    from aegisd.daemon.audit import verify_files
 
     stack: Stack = await make_stack()
     with trio.fail_after(T):

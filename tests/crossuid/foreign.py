@@ -154,7 +154,13 @@ def system_venv() -> Path:
 
 
 def daemon_argv(python: Path, config: Path) -> list[str]:
-    return [str(python), "-c", "from aegisd.main import main; main()", "--config", str(config)]
+    return [
+        str(python),
+        "-c",
+        "from aegisd.daemon.main import main; main()",
+        "--config",
+        str(config),
+    ]
 
 
 class ForeignDaemon(DaemonProcess):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from aegisd import wire
-from aegisd.peer import EXE_UNVERIFIED
+from aegisd.daemon.peer import EXE_UNVERIFIED
 from tests.corekit import (
     AEGISCTL,
     SYSTEM_PYTHON,

@@ -27,7 +27,7 @@ from aegisctl.service import (
 from click.testing import CliRunner, Result
 
 from aegisd.errors import ConfigError
-from aegisd.service_files import LAUNCHD_LABEL
+from aegisd.service.service_files import LAUNCHD_LABEL
 
 from .systemd_analyze import verify
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from aegisd.errors import ConfigError
-from aegisd.service_files import (
+from aegisd.service.service_files import (
     LAUNCHD_LABEL,
     LAUNCHD_SOCKET_KEY,
     example_files,
@@ -50,7 +50,8 @@ def aegisd_exe(tmp_path: Path) -> Path:
 def test_repository_copies_are_the_rendered_examples() -> None:
     for relative, content in example_files().items():
         assert (REPO / relative).read_bytes() == content, (
-            f"{relative} drifted from aegisd.service_files; regenerate it from example_files()"
+            f"{relative} drifted from aegisd.service.service_files; "
+            "regenerate it from example_files()"
         )
 
 

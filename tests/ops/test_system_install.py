@@ -33,7 +33,7 @@ from click.testing import CliRunner, Result
 from aegisd.accounts import system_layout
 from aegisd.config import DaemonConfig
 from aegisd.errors import ConfigError
-from aegisd.system_service_files import render_system_service, render_system_socket
+from aegisd.service.system_service_files import render_system_service, render_system_socket
 
 from .systemd_analyze import needs_systemd_analyze
 from .test_service_cli import FakeManager

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 import trio
 
-from aegisd.audit import verify_files
 from aegisd.client import AegisClient, AegisError, Credentials, ProxyResult
+from aegisd.daemon.audit import verify_files
 from aegisd.devtenant import DevTenantOptions
 from bench.tenantproc import edit_toml
 from tests.broker.conftest import Stack

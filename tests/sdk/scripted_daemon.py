@@ -20,14 +20,14 @@ import trio
 
 from aegisd.auth0.tokens import Approval, CibaStart, Credential
 from aegisd.config import CredentialSpec, load_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
+from aegisd.daemon.main import run
 from aegisd.errors import (
     ApprovalDenied,
     ApprovalExpired,
     ApprovalUnavailable,
     CredentialUnavailable,
 )
-from aegisd.main import run
 
 OUTCOMES = ("approve", "deny", "expire", "hang", "unavailable", "nocred", "crash")
 

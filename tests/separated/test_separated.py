@@ -401,7 +401,7 @@ def test_the_person_runs_allowed_actions_with_approval(installed: Stack) -> None
     if not _socket_is_group_accessible():
         pytest.skip(
             "aegisd made /run/aegis or its socket private to itself: the group-accessible "
-            "socket layout (aegisd/server.py, issue 12 item 1) is not in this tree yet"
+            "socket layout (aegisd/daemon/server.py, issue 12 item 1) is not in this tree yet"
         )
     script = installed.work / "person_client.py"
     shutil.copy(HERE / "person_client.py", script)

@@ -15,10 +15,11 @@ import httpx
 import pytest
 import trio
 
-from aegisd.approvals import HOLD_GRACE, Approvals
 from aegisd.auth0.tokens import Approval, CibaStart, Credential
-from aegisd.broker import Broker, RequestContext
 from aegisd.config import CredentialSpec, parse_config
+from aegisd.daemon.approvals import HOLD_GRACE, Approvals
+from aegisd.daemon.broker import Broker, RequestContext
+from aegisd.daemon.peer import PeerIdentity
 from aegisd.errors import (
     AegisError,
     ApprovalDenied,
@@ -27,7 +28,6 @@ from aegisd.errors import (
     Cancelled,
     RateLimited,
 )
-from aegisd.peer import PeerIdentity
 from aegisd.policy import Policy, compile_policy
 from aegisd.wire import Authorize, DaemonMessage, Granted, Pending
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aegisd.audit import GENESIS, AuditLog, canonical, verify_files
 from aegisd.auth0.tokens import token_fingerprint as fingerprint
+from aegisd.daemon.audit import GENESIS, AuditLog, canonical, verify_files
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
-"""``aegisd.audit_verify``: incremental verification follows appends, rotation and tampering."""
+"""``aegisd.daemon.audit_verify``: incremental checks follow appends, rotation and tampering."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from aegisd.audit import AuditLog
-from aegisd.audit_verify import IncrementalVerifier
+from aegisd.daemon.audit import AuditLog
+from aegisd.daemon.audit_verify import IncrementalVerifier
 
 
 def _log(path: Path, **kwargs: int) -> AuditLog:

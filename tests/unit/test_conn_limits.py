@@ -1,4 +1,4 @@
-"""Admission decisions of ``aegisd.conn_limits`` (issue 13 finding 7), without sockets."""
+"""Admission decisions of ``aegisd.daemon.conn_limits`` (issue 13 finding 7), without sockets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 
 from aegisd.config import CallerRule, DaemonConfig
-from aegisd.conn_limits import ConnectionLimits
+from aegisd.daemon.conn_limits import ConnectionLimits
+from aegisd.daemon.peer import PeerIdentity
 from aegisd.errors import RateLimited
-from aegisd.peer import PeerIdentity
 
 RULE = CallerRule(name="agent", argv=["*aegis-mcp*"], actions=["demo.*"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from aegisd.hardening import memory_access_state, plan_for
+from aegisd.daemon.hardening import memory_access_state, plan_for
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,6 @@ def test_plan_per_platform(platform: str, plan: str) -> None:
 
 
 def test_in_process_daemons_do_not_harden_the_test_runner() -> None:
-    # only aegisd.main calls deny_memory_access: the Daemon class must not change its process
+    # only aegisd.daemon.main calls deny_memory_access: the Daemon class must not change its process
     assert memory_access_state().startswith("dumpable")
     assert memory_access_state("win32") == "no hardening on this platform"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from aegisd.daemon.limits import PendingCaps, RememberCache, SlidingWindow
 from aegisd.errors import RateLimited
-from aegisd.limits import PendingCaps, RememberCache, SlidingWindow
 
 # ---- SlidingWindow (Auth0 allows 5 CIBA requests a minute per user) ----------------------------
 

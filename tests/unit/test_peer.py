@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from aegisd.config import CallerRule
-from aegisd.errors import PeerRejected
-from aegisd.peer import (
+from aegisd.daemon.peer import (
     AuditToken,
     ExeHasher,
     PeerIdentity,
@@ -30,6 +29,7 @@ from aegisd.peer import (
     read_peer,
     uid_allowed,
 )
+from aegisd.errors import PeerRejected
 
 PY = os.path.realpath(sys.executable)
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
@@ -333,7 +333,7 @@ def test_pidfd_liveness_needs_no_permission_over_the_process() -> None:
     # which would make "alive" unknowable in separated mode
     import subprocess
 
-    from aegisd.peer import _pidfd_alive
+    from aegisd.daemon.peer import _pidfd_alive
 
     child = subprocess.Popen(["sleep", "30"])
     fd = os.pidfd_open(child.pid)

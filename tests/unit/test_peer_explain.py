@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aegisd.config import CallerRule
-from aegisd.peer import PeerIdentity, explain_no_match
+from aegisd.daemon.peer import PeerIdentity, explain_no_match
 
 PEER = PeerIdentity(uid=1000, gid=1000, pid=42, exe="/opt/py/bin/python3.12", argv=("python3", "x"))
 

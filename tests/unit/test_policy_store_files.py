@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aegisd.config import Config, parse_config
-from aegisd.policy_store import load_active, write_policy_file
+from aegisd.daemon.policy_store import load_active, write_policy_file
 
 ACTION = (
     '[actions."demo.read"]\napproval = "none"\n'

@@ -12,10 +12,10 @@ import trio.testing
 
 from aegisd.auth0.tokens import Approval, CibaStart
 from aegisd.config import ActionSpec, Config, parse_config
+from aegisd.daemon.peer import PeerIdentity
+from aegisd.daemon.proposal import Applied, ProposalDesk
 from aegisd.errors import ApprovalDenied, RateLimited
-from aegisd.peer import PeerIdentity
 from aegisd.policy_text import render_policy
-from aegisd.proposal import Applied, ProposalDesk
 from aegisd.wire import Pending
 
 BASE = parse_config(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegisd.reflection import CredentialScan
+from aegisd.daemon.reflection import CredentialScan
 
 # an opaque token with every character that encodings treat specially
 TOKEN = "gho_Ab+c/d=Ef-g_h.i~J" + "k" * 20

@@ -1,8 +1,8 @@
-"""``aegisd.refusal_limit``: the per-peer refusal budget and its summaries (pure, no daemon)."""
+"""``aegisd.daemon.refusal_limit``: the per-peer refusal budget and its summaries (pure)."""
 
 from __future__ import annotations
 
-from aegisd.refusal_limit import RefusalLimiter
+from aegisd.daemon.refusal_limit import RefusalLimiter
 
 
 def test_a_peer_gets_its_burst_then_one_per_interval() -> None:

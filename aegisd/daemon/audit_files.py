@@ -3,7 +3,7 @@
 Owns the checks made before aegisd appends to a log: the directory's owner and mode, the
 file opened with ``O_NOFOLLOW``, and its type, owner and mode from ``fstat`` of the open
 descriptor (so a swap between check and use changes nothing). It must not read, write or
-verify records (``aegisd.audit``), and must not repair what it refuses (no chmod, no chown):
+verify records (``aegisd.daemon.audit``), and must not repair what it refuses (no chmod, no chown):
 a log someone else could have written is evidence, and the operator decides.
 """
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aegisd.audit_chain import VerifyResult
 from aegisd.config import AuditConfig
+from aegisd.daemon.audit_chain import VerifyResult
 
 __all__ = ["AuditStatus", "audit_fields"]
 

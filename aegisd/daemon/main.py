@@ -14,9 +14,9 @@ import click
 import trio
 
 from aegisd.config import load_config
-from aegisd.daemon import Daemon
+from aegisd.daemon.daemon import Daemon
+from aegisd.daemon.hardening import deny_memory_access
 from aegisd.errors import AegisError
-from aegisd.hardening import deny_memory_access
 from aegisd.version import DISTRIBUTION
 
 __all__ = ["main", "run"]

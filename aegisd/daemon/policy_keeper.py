@@ -18,15 +18,15 @@ from collections.abc import Callable
 import msgspec
 import trio
 
-from aegisd.approvals import Recorder
 from aegisd.config import Config, load_config
+from aegisd.daemon.approvals import Recorder
+from aegisd.daemon.mode import operator_refusal
+from aegisd.daemon.peer import PeerIdentity
+from aegisd.daemon.policy_store import Active, load_active, write_policy_file
+from aegisd.daemon.proposal import Applied
 from aegisd.errors import ConfigError, Internal, PeerRejected, PolicyDenied
-from aegisd.mode import operator_refusal
-from aegisd.peer import PeerIdentity
 from aegisd.policy import Policy, compile_policy
-from aegisd.policy_store import Active, load_active, write_policy_file
 from aegisd.policy_text import policy_sha256, render_policy
-from aegisd.proposal import Applied
 from aegisd.wire import PolicyText, Reload, Reloaded, ShowPolicy
 
 __all__ = ["PolicyKeeper"]

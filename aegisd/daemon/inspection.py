@@ -7,9 +7,9 @@ figures it reports.
 Visibility, because every same-uid process can connect and the pending list carries what the
 person is about to approve:
 
-- an **operator** (``aegisd.mode.sees_everything``: a caller rule with ``operator = true``, as
-  for ``aegisctl``; root; the daemon's own account in separated mode) lists and cancels every
-  caller's pending approvals;
+- an **operator** (``aegisd.daemon.mode.sees_everything``: a caller rule with
+  ``operator = true``, as for ``aegisctl``; root; the daemon's own account in separated mode)
+  lists and cancels every caller's pending approvals;
 - a peer that **matches a caller rule** lists and cancels only the approvals its own process
   asked for (``PeerIdentity.key``: uid, pid and start time); cancelling anyone else's answers
   ``not_found``, exactly as for an id that does not exist, so ids cannot be probed;
@@ -28,13 +28,13 @@ from typing import Final
 import msgspec
 
 from aegisd import wire
-from aegisd.approvals import Recorder
-from aegisd.broker import Broker
 from aegisd.config import CallerRule
+from aegisd.daemon.approvals import Recorder
+from aegisd.daemon.broker import Broker
+from aegisd.daemon.mode import sees_everything
+from aegisd.daemon.peer import PeerIdentity, explain_no_match
+from aegisd.daemon.policy_keeper import PolicyKeeper
 from aegisd.errors import AegisError, NotFound, PeerRejected
-from aegisd.mode import sees_everything
-from aegisd.peer import PeerIdentity, explain_no_match
-from aegisd.policy_keeper import PolicyKeeper
 
 __all__ = ["OPERATOR_HINT", "Inspection"]
 

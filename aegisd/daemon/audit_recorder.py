@@ -1,11 +1,11 @@
 """The daemon's side of the audit log: group commit, the anchor, background verification.
 
 ``AuditRecorder`` appends records in order and makes them durable with group commit, then
-moves the anchor (``aegisd.audit_anchor``) to the tip it just made durable. ``AuditChecker``
+moves the anchor (``aegisd.daemon.audit_anchor``) to the tip it just made durable. ``AuditChecker``
 verifies the log incrementally in a worker thread, outside the append lock, so a ``Status``
 on a large log never stalls requests (issue 13, finding 6): it waits for a catch-up at most
 ``wait`` seconds and otherwise reports "verifying". Both must not decide what is audited
-(callers and ``aegisd.refusal_limit`` do) and must never let a request proceed whose record
+(callers and ``aegisd.daemon.refusal_limit`` do) and must never let a request proceed whose record
 could not be written.
 """
 
@@ -19,9 +19,9 @@ from typing import Final, NoReturn
 
 import trio
 
-from aegisd.audit import AuditLog, VerifyResult
-from aegisd.audit_anchor import Anchor, read_anchor
-from aegisd.audit_verify import IncrementalVerifier
+from aegisd.daemon.audit import AuditLog, VerifyResult
+from aegisd.daemon.audit_anchor import Anchor, read_anchor
+from aegisd.daemon.audit_verify import IncrementalVerifier
 from aegisd.errors import Internal
 
 __all__ = ["AuditChecker", "AuditRecorder", "log_tip", "open_audit"]

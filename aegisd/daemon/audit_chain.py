@@ -4,7 +4,8 @@ Owns the canonical form and hash of a record, ``VerifyResult`` and its summary (
 "N records pruned" or "BROKEN"), checking lines against the chain (edits, deletions,
 reordering, torn lines, ``pruned`` and ``truncated`` records, the writer's tip), listing a
 log's files (``audit.jsonl.N`` … ``audit.jsonl``) as a stable set of descriptors, and the
-full ``verify_files``. Read-only: it must not write, repair or rotate a log (``aegisd.audit``).
+full ``verify_files``. Read-only: it must not write, repair or rotate a log
+(``aegisd.daemon.audit``).
 
 Record: ``{"seq": n, "ts": unix_seconds, "event": "...", ...fields, "prev": hex, "hash": hex}``
 where ``hash = sha256(prev + canonical_json(record without "hash"))``. The first record of the

@@ -6,7 +6,7 @@ across files and never deletes one silently (past ``keep_files`` the oldest is p
 ``pruned`` record names the first kept sequence number and hash), refusing an unsafe log
 (``O_NOFOLLOW``; owner and mode checked with ``fstat``; a directory others own or may write),
 and recovery of a torn last line after a crash. The record format and verification are in
-``aegisd.audit_chain`` (re-exported here). Records carry no
+``aegisd.daemon.audit_chain`` (re-exported here). Records carry no
 secrets: callers pass token *fingerprints*, never tokens; ``append`` refuses values under keys
 that look like secrets as a last line of defence. This module must not decide what to audit.
 """
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
-from aegisd.audit_chain import (
+from aegisd.daemon.audit_chain import (
     GENESIS,
     VerifyResult,
     canonical,
@@ -32,7 +32,7 @@ from aegisd.audit_chain import (
     verify_chain,
     verify_files,
 )
-from aegisd.audit_files import open_log_fd
+from aegisd.daemon.audit_files import open_log_fd
 
 __all__ = [
     "GENESIS",

@@ -12,7 +12,7 @@ Owns the one call each platform offers for this, made by ``aegisd`` before it re
 
 Root (or a process with ``CAP_SYS_PTRACE``) is not stopped on either platform. This module
 must not be called by libraries or tests that run the daemon in-process: it changes the
-whole process, so only ``aegisd.main`` calls ``deny_memory_access``.
+whole process, so only ``aegisd.daemon.main`` calls ``deny_memory_access``.
 """
 
 from __future__ import annotations

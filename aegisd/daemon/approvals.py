@@ -21,7 +21,7 @@ nobody collects is audited ``approved_not_collected``: its credential is never f
 ``lock`` bumps an epoch, so an approval answered before a lock can no longer be used after it.
 
 Each approval remembers the processes that asked for it (``requesters``), so listing and
-cancelling can be limited to them; who may see everything is ``aegisd.inspection``'s call.
+cancelling can be limited to them; who may see everything is ``aegisd.daemon.inspection``'s call.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ import trio
 from aegisd.auth0.rar import guardian_details
 from aegisd.auth0.tokens import Approval, CibaStart, Credential
 from aegisd.config import CredentialSpec
+from aegisd.daemon.limits import PendingCaps, SlidingWindow
+from aegisd.daemon.peer import PeerIdentity
 from aegisd.errors import (
     AegisError,
     ApprovalPending,
@@ -47,8 +49,6 @@ from aegisd.errors import (
     RateLimited,
     ShuttingDown,
 )
-from aegisd.limits import PendingCaps, SlidingWindow
-from aegisd.peer import PeerIdentity
 from aegisd.policy import CompiledAction, Policy
 from aegisd.wire import DaemonMessage, Pending, PendingInfo
 

@@ -16,7 +16,7 @@ import pwd
 
 from aegisd.accounts import daemon_uid
 from aegisd.config import CallerRule
-from aegisd.peer import PeerIdentity
+from aegisd.daemon.peer import PeerIdentity
 
 __all__ = ["operator_refusal", "running_mode", "sees_everything", "user_name"]
 

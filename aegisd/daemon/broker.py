@@ -23,10 +23,12 @@ from typing import Final
 import httpx
 import trio
 
-from aegisd import proxy
-from aegisd.approvals import ApprovalRequest, Approvals, Approver, PeerKey, Recorder
 from aegisd.auth0.tokens import Approval, token_fingerprint
 from aegisd.config import CallerRule
+from aegisd.daemon import proxy
+from aegisd.daemon.approvals import ApprovalRequest, Approvals, Approver, PeerKey, Recorder
+from aegisd.daemon.limits import RememberCache
+from aegisd.daemon.peer import PeerIdentity, explain_no_match
 from aegisd.errors import (
     AegisError,
     ApprovalPending,
@@ -36,8 +38,6 @@ from aegisd.errors import (
     PeerRejected,
     PolicyDenied,
 )
-from aegisd.limits import RememberCache
-from aegisd.peer import PeerIdentity, explain_no_match
 from aegisd.policy import CompiledAction, Policy, request_digest
 from aegisd.wire import (
     Authorize,

@@ -12,7 +12,7 @@ is audited with the text's and the policy's SHA-256 (``policy_proposed``, then
 policy as it was. At most one proposal waits at a time, and at most six pushes go out per
 hour (a turned agent may propose too; it must not wear the approver down with pushes).
 
-It uses the ``Approver`` protocol of ``aegisd.approvals`` directly (``start_approval``/
+It uses the ``Approver`` protocol of ``aegisd.daemon.approvals`` directly (``start_approval``/
 ``wait_approval``); it must not touch sockets, files or the broker's pending table.
 """
 
@@ -26,9 +26,11 @@ from typing import Final
 
 import trio
 
-from aegisd.approvals import Approver, Recorder
 from aegisd.binding import render_binding_message
 from aegisd.config import Config
+from aegisd.daemon.approvals import Approver, Recorder
+from aegisd.daemon.limits import SlidingWindow
+from aegisd.daemon.peer import PeerIdentity
 from aegisd.errors import (
     AegisError,
     ApprovalUnavailable,
@@ -37,8 +39,6 @@ from aegisd.errors import (
     PolicyDenied,
     RateLimited,
 )
-from aegisd.limits import SlidingWindow
-from aegisd.peer import PeerIdentity
 from aegisd.policy import compile_policy
 from aegisd.policy_diff import diff_policies
 from aegisd.policy_text import parse_policy, policy_sha256

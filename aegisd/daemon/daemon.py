@@ -21,22 +21,22 @@ from pathlib import Path
 import httpx
 import trio
 
-from aegisd import instance_lock, wire
-from aegisd.approvals import Approvals
-from aegisd.audit import AuditLog
-from aegisd.audit_anchor import Anchor
-from aegisd.audit_recorder import AuditChecker, AuditRecorder, log_tip, open_audit
-from aegisd.audit_status import audit_fields
+from aegisd import wire
 from aegisd.auth0.transport import AUTH0_MAX_IN_FLIGHT, bounded_transport
-from aegisd.broker import Approver, Broker
 from aegisd.config import CallerRule, Config
-from aegisd.conn_limits import ConnectionLimits
-from aegisd.connection import Connection
-from aegisd.errors import AegisError, PeerRejected, RateLimited
-from aegisd.hardening import memory_access_state
-from aegisd.inspection import Inspection
-from aegisd.mode import running_mode, sees_everything, user_name
-from aegisd.peer import (
+from aegisd.daemon import instance_lock
+from aegisd.daemon.approvals import Approvals
+from aegisd.daemon.audit import AuditLog
+from aegisd.daemon.audit_anchor import Anchor
+from aegisd.daemon.audit_recorder import AuditChecker, AuditRecorder, log_tip, open_audit
+from aegisd.daemon.audit_status import audit_fields
+from aegisd.daemon.broker import Approver, Broker
+from aegisd.daemon.conn_limits import ConnectionLimits
+from aegisd.daemon.connection import Connection
+from aegisd.daemon.hardening import memory_access_state
+from aegisd.daemon.inspection import Inspection
+from aegisd.daemon.mode import running_mode, sees_everything, user_name
+from aegisd.daemon.peer import (
     ExeHasher,
     PeerIdentity,
     explain_no_match,
@@ -44,12 +44,13 @@ from aegisd.peer import (
     read_peer,
     uid_allowed,
 )
+from aegisd.daemon.policy_keeper import PolicyKeeper
+from aegisd.daemon.proposal import ProposalDesk
+from aegisd.daemon.refusal_limit import RefusalGate, RefusalLimiter
+from aegisd.daemon.server import Listener, access_for, notify, open_listener
+from aegisd.errors import AegisError, PeerRejected, RateLimited
 from aegisd.policy import Policy
-from aegisd.policy_keeper import PolicyKeeper
-from aegisd.proposal import ProposalDesk
-from aegisd.refusal_limit import RefusalGate, RefusalLimiter
 from aegisd.secrets import SecretStore, env_var_name, needed_secrets, open_secret_store
-from aegisd.server import Listener, access_for, notify, open_listener
 from aegisd.version import installed_version
 
 __all__ = ["Daemon", "daemon_version"]
@@ -117,7 +118,7 @@ class Daemon:
         self.keeper = PolicyKeeper(config, self.record, self._on_policy_swap)
         for warning in self.policy.warnings:
             log.warning("policy: %s", warning)
-        # fixed for the process's life (aegisd.main hardens before it builds the Daemon)
+        # fixed for the process's life (aegisd.daemon.main hardens before it builds the Daemon)
         self._mode, self._user = running_mode(), user_name(os.getuid())
         self._hardening = memory_access_state()
         self.proposals = ProposalDesk(None, self.record)
@@ -375,7 +376,7 @@ class Daemon:
             # other accounts' processes only for an operator (as /proc shows them to no one else)
             everyone = sees_everything(peer, rule, self._mode)
             return await self._status(msg.id, None if everyone else peer.uid)
-        # who may see and cancel which pending approvals: aegisd/inspection.py
+        # who may see and cancel which pending approvals: aegisd/daemon/inspection.py
         return await self.inspection.answer(msg, peer, rule, self.broker)
 
     async def _status(self, req_id: int, uid: int | None) -> wire.StatusReport:

@@ -3,8 +3,8 @@
 Owns the text of the system ``aegisd.service`` and ``aegisd.socket`` (under
 ``/etc/systemd/system``), the ``tmpfiles.d`` line that gives ``/run/aegis`` its owner, group
 and mode at every boot, and the macOS LaunchDaemon (``/Library/LaunchDaemons``). Pure
-functions like ``aegisd.service_files`` (whose quoting and path checks it reuses): no file or
-process I/O; ``aegisctl service install --system`` writes them.
+functions like ``aegisd.service.service_files`` (whose quoting and path checks it reuses): no
+file or process I/O; ``aegisctl service install --system`` writes them.
 
 Hardening (docs/OPERATIONS.md has the reasoning and the ``systemd-analyze security`` figures):
 everything a system unit can lock down, except what peer identification needs. No
@@ -22,7 +22,12 @@ from typing import Final
 
 from aegisd.accounts import CLIENTS_GROUP, SystemLayout
 from aegisd.errors import ConfigError
-from aegisd.service_files import LAUNCHD_SOCKET_KEY, SUN_PATH_MAX, check_absolute, systemd_arg
+from aegisd.service.service_files import (
+    LAUNCHD_SOCKET_KEY,
+    SUN_PATH_MAX,
+    check_absolute,
+    systemd_arg,
+)
 
 __all__ = [
     "LAUNCHD_DAEMON_LABEL",

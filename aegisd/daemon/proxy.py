@@ -23,10 +23,10 @@ import httpx
 import trio
 
 from aegisd.auth0.tokens import token_fingerprint
+from aegisd.daemon.reflection import CredentialScan
 from aegisd.errors import CredentialReflected, InvalidParams, PolicyDenied, UpstreamError
 from aegisd.frame_budget import fit_headers
 from aegisd.policy import CompiledAction
-from aegisd.reflection import CredentialScan
 
 __all__ = ["Audit", "ProxyResult", "perform"]
 

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from aegisd.config import CallerRule, DaemonConfig
+from aegisd.daemon.peer import PeerIdentity
 from aegisd.errors import RateLimited
-from aegisd.peer import PeerIdentity
 
 __all__ = ["Admittable", "ConnectionLimits"]
 

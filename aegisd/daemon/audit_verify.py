@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from aegisd.audit_chain import (
+from aegisd.daemon.audit_chain import (
     GENESIS,
     VerifyResult,
     chain_start,

@@ -21,8 +21,9 @@ from typing import Protocol
 import trio
 
 from aegisd import wire
-from aegisd.broker import Broker, RequestContext
 from aegisd.config import CallerRule
+from aegisd.daemon.broker import Broker, RequestContext
+from aegisd.daemon.peer import PeerIdentity
 from aegisd.errors import (
     AegisError,
     BadRequest,
@@ -32,7 +33,6 @@ from aegisd.errors import (
     ShuttingDown,
     UnsupportedProtocol,
 )
-from aegisd.peer import PeerIdentity
 from aegisd.policy import Policy
 
 __all__ = ["Connection", "Host"]

@@ -218,7 +218,7 @@ def _activated_fd() -> tuple[int, str] | None:
         if n >= 1:
             return SD_LISTEN_FDS_START, "systemd"
     if sys.platform == "darwin":  # pragma: no cover - needs launchd
-        from aegisd.service_files import LAUNCHD_SOCKET_KEY
+        from aegisd.service.service_files import LAUNCHD_SOCKET_KEY
 
         fd = _launchd_fd(LAUNCHD_SOCKET_KEY)
         if fd is not None:
