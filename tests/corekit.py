@@ -436,6 +436,15 @@ class DaemonProcess:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
+    def refused(self, exit_code: int) -> str:
+        """Wait for a daemon that must refuse to start; it exits ``exit_code``, one clear
+        message and no traceback. Returns its stderr."""
+        rc = self.wait_exit()
+        err = self.stderr()
+        assert rc == exit_code, err
+        assert "Traceback" not in err, err
+        return err
+
     def send_signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)

@@ -269,8 +269,7 @@ def test_an_edit_of_an_already_verified_record_still_shows_in_status(
 
 
 def _refused(d: DaemonProcess) -> str:
-    assert d.wait_exit() == 78, d.stderr()
-    return d.stderr()
+    return d.refused(78)
 
 
 def test_a_pre_created_world_writable_log_is_refused(
