@@ -234,38 +234,43 @@ class IncrementalVerifier:
         self._prev, self._seq = self._res.last_hash, self._res.last_seq
         self.bytes_verified += sum(len(raw) for raw in lines)
 
+    def _consume(self, pos: _Position, *, size: int | None) -> None:
+        """Verify ``pos``'s complete lines up to ``size`` bytes; ``None``: to its end (the
+        file is finished, so a last line without its newline is checked as the torn line it
+        is, not left for later)."""
+        while size is None or pos.offset < size:
+            want = _CHUNK if size is None else min(_CHUNK, size - pos.offset)
+            data = os.pread(pos.fd, want, pos.offset)
+            if not data:
+                return
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                if size is not None and len(data) < _CHUNK:
+                    return  # a record being written: next time
+                end = len(data)  # a line longer than a chunk, or a finished file's torn end
+            lines = data[:end].splitlines(keepends=True)
+            if pos.offset == 0:
+                self._enter(lines[:1], pos.name)
+                pos.entry = (self._prev, self._seq)
+            self._verify(lines, pos.name, pos.lines)
+            pos.digest.update(data[:end])
+            pos.offset += end
+            pos.lines += len(lines)
+
     def _follow(self) -> None:
         """Read the followed file to its last complete line; move on if it was rotated."""
         while self._pos is not None:
             pos = self._pos
-            size = os.fstat(pos.fd).st_size
-            while pos.offset < size:
-                data = os.pread(pos.fd, min(_CHUNK, size - pos.offset), pos.offset)
-                if not data:
-                    break
-                end = data.rfind(b"\n") + 1
-                if end == 0:
-                    if len(data) < _CHUNK:
-                        break  # a record being written: next time
-                    end = len(data)  # a line longer than a chunk is no record
-                lines = data[:end].splitlines(keepends=True)
-                if pos.offset == 0:
-                    self._enter(lines[:1], pos.name)
-                    pos.entry = (self._prev, self._seq)
-                self._verify(lines, pos.name, pos.lines)
-                pos.digest.update(data[:end])
-                pos.offset += end
-                pos.lines += len(lines)
+            self._consume(pos, size=os.fstat(pos.fd).st_size)
             try:
                 current = os.stat(self.path).st_ino
             except FileNotFoundError:
                 return  # between rotation's renames: next time
             if current == pos.ino:
                 return
-            # rotated (or replaced): the file we followed is finished; the newer ones go on
-            tail = os.pread(pos.fd, 1 << 20, pos.offset)
-            if tail:
-                self._verify([tail], pos.name, pos.lines)
+            # rotated (or replaced): the file we followed is finished. Records appended after
+            # its size was read are verified line by line, to its very end.
+            self._consume(pos, size=None)
             os.close(pos.fd)
             self._files_done += 1
             self._pos = None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
+
+from aegisd.daemon import audit_verify
 from aegisd.daemon.audit import AuditLog
 from aegisd.daemon.audit_verify import IncrementalVerifier
 
@@ -73,3 +77,34 @@ def test_an_edit_of_a_verified_record_is_found_with_its_line(tmp_path: Path) -> 
     res = v.catch_up(log.tip)
     assert not res.ok
     assert res.problems[0].startswith("audit.jsonl:3:")
+
+
+def test_records_appended_between_a_check_and_a_rotation_are_verified_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The followed file grows after its size was read, then rotates: its tail holds several
+    records, each to be verified as a record (a flood makes this window likely)."""
+    path = tmp_path / "s" / "audit.jsonl"
+    log = _log(path, rotate_bytes=2000)
+    for i in range(5):
+        log.append("connect", conn=i)
+    v = IncrementalVerifier(path)
+    assert v.catch_up(log.tip).ok
+    log.append("connect", conn=5)
+    real_stat = os.stat
+    fired: list[bool] = []
+
+    def stat(target: object, *args: object, **kwargs: object) -> os.stat_result:
+        if not fired and str(target) == str(path):
+            fired.append(True)  # once: after the size was read, before the rotation check
+            inode = real_stat(path).st_ino
+            while real_stat(path).st_ino == inode:
+                log.append("connect", conn=100, exe="/usr/bin/python3")
+        return real_stat(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_verify.os, "stat", stat)
+    res = v.catch_up(log.tip)
+    monkeypatch.undo()
+    assert fired and len(list(path.parent.glob("audit.jsonl*"))) >= 2  # it did rotate
+    assert res.ok, res.problems
+    assert res.last_seq == log.tip[0]
