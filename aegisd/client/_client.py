@@ -122,6 +122,7 @@ class AegisClient:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), init=False)
     _send_lock: anyio.Lock | None = field(default=None, init=False, repr=False)
     _closed_error: AegisError | None = field(default=None, init=False, repr=False)
+    _reading: bool = field(default=False, init=False, repr=False)  # the read loop runs
     _reader: wire.FrameReader = field(default_factory=wire.FrameReader, init=False, repr=False)
 
     @property
@@ -169,6 +170,7 @@ class AegisClient:
         self.policy_generation = first.policy_generation
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        self._reading = True
         self._tg.start_soon(self._read_loop)
         return self
 
@@ -220,8 +222,11 @@ class AegisClient:
                 req_id = getattr(msg, "id", None)
                 if req_id is None:
                     # a connection-level error: every waiter gets it, the connection ends
-                    assert isinstance(msg, wire.Error)
-                    self._closed_error = error_for_code(msg.code, msg.message, msg.retry_after)
+                    self._closed_error = (
+                        error_for_code(msg.code, msg.message, msg.retry_after)
+                        if isinstance(msg, wire.Error)
+                        else DaemonUnavailable("aegisd sent an answer that belongs to no request")
+                    )
                     break
                 waiter = self._waiters.get(req_id)
                 if waiter is not None:
@@ -233,6 +238,8 @@ class AegisClient:
         except AegisError as exc:
             self._closed_error = exc
         finally:
+            # nothing reads answers any more: later requests must fail at once, not wait
+            self._reading = False
             for waiter in list(self._waiters.values()):
                 await waiter.send.aclose()
 
@@ -243,6 +250,10 @@ class AegisClient:
         req_id = getattr(msg, "id")  # noqa: B009 - every request message has an id
         send, receive = anyio.create_memory_object_stream[wire.DaemonMessage](math.inf)
         waiter = _Waiter(send, receive)
+        if not self._reading:
+            send.close()
+            receive.close()
+            raise self._closed_error or DaemonUnavailable("the connection to aegisd is closed")
         self._waiters[req_id] = waiter
         try:
             await self._send(msg)
