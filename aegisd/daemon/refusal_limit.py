@@ -216,12 +216,19 @@ class RefusalGate:
     def _limited(event: str, fields: dict[str, object]) -> bool:
         if event == "peer_rejected":
             return True
+        if event == "policy_rejected":  # an invalid proposal text: anyone can send one
+            return fields.get("reason") == "invalid"
         return event == "refused" and fields.get("code") in LIMITED_CODES
 
     async def flush(self) -> None:
-        """Write the window's summaries (durable, like the refusals they stand for)."""
-        for row in self.limiter.drain():
-            await self._record("refusals_suppressed", **row.fields())
+        """Write the window's summaries (durable, like the refusals they stand for).
+
+        Shielded: the rows are already taken from the limiter, so a stop arriving halfway
+        must not cancel the writes and lose the rest."""
+        rows = self.limiter.drain()
+        with trio.CancelScope(shield=True):
+            for row in rows:
+                await self._record("refusals_suppressed", **row.fields())
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Flush every ``interval`` until cancelled; the daemon flushes once more at stop."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aegisd.daemon.refusal_limit import RefusalLimiter
+import trio
+
+from aegisd.daemon.refusal_limit import RefusalGate, RefusalLimiter
 
 
 def test_a_peer_gets_its_burst_then_one_per_interval() -> None:
@@ -46,3 +48,22 @@ def test_many_distinct_peers_share_one_summary_row_past_the_cap() -> None:
     rows = lim.drain()
     assert len(rows) <= 257
     assert sum(r.count for r in rows) == 1000
+
+
+async def test_invalid_proposals_count_against_the_budget_and_a_stop_keeps_the_summary() -> None:
+    written: list[tuple[str, dict[str, object]]] = []
+
+    async def record(event: str, **fields: object) -> None:
+        await trio.sleep(0)  # a real write yields (the fsync runs in a thread)
+        written.append((event, fields))
+
+    gate = RefusalGate(record, RefusalLimiter(rate=1.0, burst=2), wall=lambda: 5.0, interval=10)
+    for _ in range(50):  # anyone can send garbage as a policy proposal
+        await gate("policy_rejected", pid=7, uid=1000, reason="invalid", problems=["x"])
+    await gate("policy_rejected", pid=7, uid=1000, code="approval_denied", reason="denied")
+    assert [e for e, _ in written].count("policy_rejected") == 3  # burst 2 + the denial
+    with trio.CancelScope() as scope:
+        scope.cancel()  # the daemon is stopping
+        await gate.flush()
+    (summary,) = [f for e, f in written if e == "refusals_suppressed"]
+    assert summary["count"] == 48 and summary["code"] == "policy_rejected"
