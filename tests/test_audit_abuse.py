@@ -180,6 +180,9 @@ def test_a_log_truncated_at_a_line_boundary_is_reported_by_verify_and_at_restart
     assert "found the log truncated at restart" in report.audit_detail
     assert "audit log truncated" in d.stderr()
     assert d.stop() == 0
+    # the evidence is written first at restart, before anything that could still fail
+    events = [r["event"] for r in audit_records(files.audit)]
+    assert events.index("truncated") < len(events) - 1 - events[::-1].index("start")
     done = run_ctl(files, "audit", "verify")
     assert done.returncode == 1
     assert "found the log truncated at restart" in done.stdout

@@ -150,6 +150,11 @@ class Daemon:
             raise
         for problem in self.audit.recovered:
             log.warning("audit log: %s", problem)
+        if self._truncated is not None:
+            # first, before anything that can fail: the anchor now follows the cut log, so
+            # this record is the only evidence left of what was cut
+            log.error("audit log truncated: %s", self._truncated)
+            await self.record("truncated", **self._truncated)
         seq, digest = self.audit.tip
         log.info("audit log %s resumes after seq %d hash %s", self.audit.path, seq, digest)
         try:
@@ -198,9 +203,6 @@ class Daemon:
                     config=self.config.source,
                     recovered=self.audit.recovered,
                 )
-                if self._truncated is not None:
-                    log.error("audit log truncated: %s", self._truncated)
-                    await self.record("truncated", **self._truncated)
                 await self.keeper.adopt()
                 async with trio.open_nursery() as nursery:
                     self._cancel = nursery.cancel_scope
