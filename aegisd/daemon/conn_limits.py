@@ -11,8 +11,9 @@ for ten minutes). In order:
    longest-idle connection of that uid that matches no caller rule is evicted first.
 3. ``[daemon] max_connections``: at the cap, the longest-idle connection that matches no
    caller rule is evicted (its peer gets ``rate_limited`` and the connection closes); only
-   when there is none is the newcomer refused. Connections of matched callers, and any
-   connection with a request in flight, are never evicted.
+   when there is none is the newcomer refused. Connections of matched callers are evicted
+   only for an operator (``operator = true``: aegisctl, so that ``lock`` always gets in), and
+   a connection with a request in flight never is.
 
 A peer that matches no rule can only inspect (status, lock, its empty pending list), so
 ``connection.py`` also gives it the short ``unmatched_idle_timeout``. This module keeps no
@@ -77,14 +78,15 @@ class ConnectionLimits:
             )
         per_uid = cfg.max_connections_per_uid or cfg.max_connections
         same_uid = [c for c, p in peers if p.uid == peer.uid]
-        if len(same_uid) >= per_uid and not self._evict_one(same_uid):
+        operator = conn.rule is not None and conn.rule.operator
+        if len(same_uid) >= per_uid and not self._evict_one(same_uid, operator):
             raise RateLimited(
                 f"uid {peer.uid} already has {len(same_uid)} connections open to aegisd "
                 "([daemon] max_connections_per_uid)",
                 retry_after=_RETRY_AFTER,
             )
         if len(self._admitted) >= cfg.max_connections and not self._evict_one(
-            list(self._admitted.values())
+            list(self._admitted.values()), operator
         ):
             raise RateLimited(
                 f"aegisd has {cfg.max_connections} connections open", retry_after=_RETRY_AFTER
@@ -96,13 +98,20 @@ class ConnectionLimits:
         if self._admitted.get(conn.conn_id) is conn:
             del self._admitted[conn.conn_id]
 
-    def _evict_one(self, among: list[Admittable]) -> bool:
-        """Evict the longest-idle connection of ``among`` that matches no rule, if any."""
-        idle = [(c.idle_since, c.conn_id, c) for c in among if c.rule is None]
-        candidates = [(since, cid, c) for since, cid, c in idle if since is not None]
+    def _evict_one(self, among: list[Admittable], for_operator: bool) -> bool:
+        """Evict the longest-idle connection of ``among`` that matches no rule, if any. For an
+        operator (``aegisctl lock`` is the person's emergency brake) an idle connection of a
+        matched caller may go too, unmatched ones first: callers' idle connections must not
+        keep the operator out."""
+        candidates = [
+            (c.rule is not None, since, c.conn_id, c)
+            for c in among
+            if (since := c.idle_since) is not None
+            and (c.rule is None or (for_operator and not c.rule.operator))
+        ]
         if not candidates:
             return False
-        _, _, victim = min(candidates, key=lambda t: (t[0], t[1]))
+        _, _, _, victim = min(candidates, key=lambda t: (t[0], t[1], t[2]))
         self.release(victim)  # its slot is free now, not when its task has wound down
         victim.evict()
         self.evicted += 1

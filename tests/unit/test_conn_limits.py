@@ -96,3 +96,18 @@ def test_release_frees_the_slot() -> None:
     lim.release(first)
     lim.release(first)  # idempotent
     lim.admit(conn(2, pid=2, matched=True))
+
+
+def test_idle_callers_cannot_keep_the_operator_out() -> None:
+    """Matched callers' idle connections fill every slot: an operator (aegisctl lock) still
+    gets in by evicting the longest-idle one; another caller does not."""
+    lim = limits(max_connections=3)
+    busy = conn(1, pid=10, matched=True, idle=None)  # a request in flight: never evicted
+    old, new = conn(2, pid=11, matched=True, idle=1.0), conn(3, pid=12, matched=True, idle=5.0)
+    for c in (busy, old, new):
+        lim.admit(c)
+    with pytest.raises(RateLimited):
+        lim.admit(conn(4, pid=13, matched=True))
+    operator = CallerRule(name="operator", argv=["*/aegisctl *"], operator=True)
+    lim.admit(FakeConn(5, PeerIdentity(uid=1000, gid=1000, pid=14, start_time=7), operator))
+    assert old.evicted and not new.evicted and not busy.evicted
