@@ -23,6 +23,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Final
 
@@ -50,12 +51,20 @@ def _paths(log: Path) -> tuple[Path, Path]:
     return log.with_name(log.stem + ".anchor"), log.with_name(log.stem + ".anchor-key")
 
 
-def _read_key(path: Path) -> bytes | None:
+def _read_key(path: Path, owner: int) -> bytes | None:
+    """The key, when it is a regular file of ``owner`` that nobody else may read or write.
+
+    Anything else (a key planted by another account in a shared directory, a FIFO that would
+    block the start) is no key: its anchors are not trusted, and the daemon makes a new one.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != owner or st.st_mode & 0o077:
+            return None
         key = os.read(fd, _KEY_BYTES + 1)
     finally:
         os.close(fd)
@@ -91,7 +100,7 @@ def read_anchor(log: Path) -> AnchorState:
     if not slots:
         return AnchorState(None, f"{anchor_path}: the anchor is damaged")
     try:
-        key = _read_key(key_path)
+        key = _read_key(key_path, os.stat(log).st_uid)  # the log's owner made the key
     except OSError:
         key = None
     if key is None:
@@ -123,7 +132,7 @@ class Anchor:
 
     def load_key(self) -> None:
         """Read the key, or make it (0600, ``O_EXCL``) at the first start; raises OSError."""
-        key = _read_key(self._key_path)
+        key = _read_key(self._key_path, os.geteuid())
         if key is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._key_path)  # a damaged key: the anchor it made is void anyway
