@@ -151,9 +151,12 @@ class IncrementalVerifier:
         *olds, (fd, name, ino) = listing
         for ofd, oname, _ in olds:
             with open(ofd, "rb") as f:
-                lines = f.readlines()
-            if self._seq and _first_seq(lines) <= self._seq:
-                continue  # verified already (we followed it before it was rotated)
+                # the first line says whether it is verified already: a rotation must not
+                # cost a read of the whole kept history
+                first = f.readline()
+                if self._seq and _first_seq([first]) <= self._seq:
+                    continue  # verified already (we followed it before it was rotated)
+                lines = [first, *f.readlines()]
             self._enter(lines[:1], oname)
             self._verify(lines, oname, 0)
             self._files_done += 1
