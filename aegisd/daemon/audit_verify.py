@@ -16,6 +16,7 @@ verify`` (the full check) or at the next start, not here.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,10 @@ def _let_others_run() -> None:
     """Release the GIL for a moment: parsing is CPU-bound, and without this the event loop
     waits up to the interpreter's switch interval (5 ms) each time it needs the GIL."""
     time.sleep(0)
+
+
+# errors that say nothing about the log itself
+_TRANSIENT: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR})
 
 
 def _first_seq(lines: list[bytes]) -> int:
@@ -102,6 +107,7 @@ class IncrementalVerifier:
         res.anchor, res.anchor_seen = tip, False
         if tip is not None and tip[0] == self._seq and tip[1] != self._prev:
             self._sticky(f"seq {tip[0]} differs from aegisd's tip (log rewritten)")
+        postponed = ""
         try:
             if self._pos is None:
                 self._begin()
@@ -109,7 +115,12 @@ class IncrementalVerifier:
                 self._recheck(self._pos)
             self._follow()
         except OSError as exc:
-            self._sticky(f"cannot read the audit log ({exc.strerror})")
+            if exc.errno in _TRANSIENT:
+                # out of descriptors or memory for a moment: no finding about the log, and
+                # the next check starts where this one stopped
+                postponed = f"audit check postponed ({exc.strerror})"
+            else:
+                self._sticky(f"cannot read the audit log ({exc.strerror})")
         snap = VerifyResult(
             ok=res.ok,
             records=res.records,
@@ -121,6 +132,9 @@ class IncrementalVerifier:
             prune_claim=res.prune_claim,
             prune_claims=set(res.prune_claims),
         )
+        if postponed:
+            snap.warnings.append(postponed)
+            return snap  # nothing read this time: no verdict on the tip either
         settle_start(snap, self._start, self._first_name)
         if tip is not None and tip[0] > snap.pruned and self._seq < tip[0]:
             snap.anchor = tip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -108,3 +109,23 @@ def test_records_appended_between_a_check_and_a_rotation_are_verified_one_by_one
     assert fired and len(list(path.parent.glob("audit.jsonl*"))) >= 2  # it did rotate
     assert res.ok, res.problems
     assert res.last_seq == log.tip[0]
+
+
+def test_running_out_of_descriptors_postpones_the_check_and_is_no_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s" / "audit.jsonl"
+    log = _log(path)
+    for i in range(3):
+        log.append("connect", conn=i)
+    v = IncrementalVerifier(path)
+
+    def no_fds(_: Path) -> object:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(audit_verify, "open_files", no_fds)
+    res = v.catch_up(log.tip)
+    assert res.ok and any("postponed" in w for w in res.warnings), res
+    monkeypatch.undo()
+    res = v.catch_up(log.tip)
+    assert res.ok and res.records == 3 and not res.warnings, res
