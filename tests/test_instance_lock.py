@@ -98,6 +98,11 @@ def test_doctor_sees_a_running_daemon_whose_socket_is_gone(
     files = write_config()
     d = spawn_daemon(files)
     os.unlink(files.socket)
+    done = run_ctl(files, "status")  # not "not running": it runs, unreachable
+    assert done.returncode == 3
+    assert f"aegisd is running (pid {d.pid}) but its socket {files.socket} is gone" in (done.stderr)
+    done = run_ctl(files, "status", "--json")
+    assert done.returncode == 3 and f"kill -TERM {d.pid}" in done.stdout
     done = run_ctl(files, "doctor", "--json", "--timeout", "1", timeout=60)
     assert done.returncode == 1
     check = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["daemon"]

@@ -5,6 +5,9 @@ Exit codes: 0 ok, 3 daemon not running (with a hint), others per error class.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 import msgspec
 
@@ -13,6 +16,9 @@ from aegisctl.output import emit, json_option
 from aegisctl.outputs import StatusOutput
 from aegisctl.talk import call
 from aegisd import wire
+from aegisd.config import Config
+from aegisd.daemon import instance_lock
+from aegisd.errors import DaemonUnavailable
 
 
 def _duration(seconds: float) -> str:
@@ -29,6 +35,22 @@ def _duration(seconds: float) -> str:
     return " ".join(parts)
 
 
+def _socketless(socket: Path, cli: CliContext) -> DaemonUnavailable | None:
+    """Nothing at the socket, but a daemon holds its audit log's lock (issue 13.10): say so,
+    rather than "not running" (someone deleted its socket; no client can reach it)."""
+    if os.path.lexists(socket):
+        return None
+    audit = (cli.partial_config() or Config()).audit_path()
+    found = instance_lock.probe(audit)
+    if found.state != "held":
+        return None
+    pid = found.pid if found.pid is not None else "?"
+    return DaemonUnavailable(
+        f"aegisd is running (pid {pid}) but its socket {socket} is gone, so no client can "
+        f"reach it: restart it (`kill -TERM {pid}`, then start aegisd again)"
+    )
+
+
 def status_output(report: wire.StatusReport) -> StatusOutput:
     """The documented JSON of ``status`` (typed Auth0 values, when the daemon sends them)."""
     data = msgspec.to_builtins(report)
@@ -43,7 +65,11 @@ def status_output(report: wire.StatusReport) -> StatusOutput:
 @pass_cli
 def status(cli: CliContext, as_json: bool) -> None:
     """Show the daemon's state (talks to the running daemon over its socket)."""
-    report = call(cli.socket(), lambda c: c.status())
+    socket = cli.socket()
+    try:
+        report = call(socket, lambda c: c.status())
+    except DaemonUnavailable as exc:
+        raise _socketless(socket, cli) or exc from None
     if as_json:
         emit(status_output(report))
         if not report.audit_ok:
