@@ -27,7 +27,7 @@ import trio
 
 from aegisd.errors import AlreadyRunning, ConfigError, UnsafeFile
 
-__all__ = ["InstanceLock", "Probe", "lock_path", "probe", "take"]
+__all__ = ["InstanceLock", "Probe", "lock_path", "probe", "socket_gone", "take", "without_socket"]
 
 _OPEN_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROBE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -171,3 +171,21 @@ def probe(audit_path: Path) -> Probe:
         return Probe("free")
     finally:
         os.close(fd)
+
+
+def without_socket(socket: Path, audit_path: Path) -> Probe | None:
+    """Nothing at ``socket``: what the lock of ``audit_path`` says (a daemon may run without
+    its socket, issue 13.10). None when something is at ``socket``: ask it instead."""
+    try:
+        os.lstat(socket)
+        return None
+    except FileNotFoundError:
+        return probe(audit_path)
+    except OSError:
+        return None  # cannot look (a directory we may not enter): the connection said why
+
+
+def socket_gone(pid: int | None, socket: Path | str) -> str:
+    """How ``status`` and ``doctor`` say it: the daemon runs, its socket does not."""
+    who = pid if pid is not None else "?"
+    return f"aegisd is running (pid {who}) but its socket {socket} is gone: no client can reach it"

@@ -172,14 +172,9 @@ async def _daemon_check(socket: Path, timeout: float) -> tuple[Check, StatusRepo
 
 def _lock_check(socket: Path, audit: Path, missing: Check) -> Check:
     """Nothing at the socket: does a daemon still hold the audit log's lock (issue 13.10)?"""
-    try:
-        os.lstat(socket)
-        return missing  # something is there: the daemon check has said what
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return missing
-    found = instance_lock.probe(audit)
+    found = instance_lock.without_socket(socket, audit)
+    if found is None:
+        return missing  # something is there (or cannot be seen): the daemon check said what
     if found.state == "held":
         pid = found.pid if found.pid is not None else "?"
         if found.socket and found.socket != str(socket) and os.path.lexists(found.socket):
@@ -193,8 +188,7 @@ def _lock_check(socket: Path, audit: Path, missing: Check) -> Check:
         return Check(
             "daemon",
             "fail",
-            f"aegisd is running (pid {pid}) but its socket {socket} is gone: no client can "
-            "reach it",
+            instance_lock.socket_gone(found.pid, socket),
             f"restart it: `kill -TERM {pid}`, then start aegisd again (a service: "
             "`systemctl --user restart aegisd.socket aegisd`)",
         )

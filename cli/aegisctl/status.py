@@ -5,7 +5,6 @@ Exit codes: 0 ok, 3 daemon not running (with a hint), others per error class.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -38,16 +37,14 @@ def _duration(seconds: float) -> str:
 def _socketless(socket: Path, cli: CliContext) -> DaemonUnavailable | None:
     """Nothing at the socket, but a daemon holds its audit log's lock (issue 13.10): say so,
     rather than "not running" (someone deleted its socket; no client can reach it)."""
-    if os.path.lexists(socket):
-        return None
     audit = (cli.partial_config() or Config()).audit_path()
-    found = instance_lock.probe(audit)
-    if found.state != "held":
+    found = instance_lock.without_socket(socket, audit)
+    if found is None or found.state != "held":
         return None
     pid = found.pid if found.pid is not None else "?"
     return DaemonUnavailable(
-        f"aegisd is running (pid {pid}) but its socket {socket} is gone, so no client can "
-        f"reach it: restart it (`kill -TERM {pid}`, then start aegisd again)"
+        f"{instance_lock.socket_gone(found.pid, socket)}; restart it (`kill -TERM {pid}`, "
+        "then start aegisd again)"
     )
 
 
